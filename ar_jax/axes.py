@@ -1,0 +1,13 @@
+"""Logical axis names carried by every parameter; `sharding.py` maps them onto mesh axes."""
+
+BATCH = "batch"
+LENGTH = "length"
+EMBED = "embed"
+HEADS = "heads"
+KV_HEADS = "kv_heads"
+HEAD_DIM = "head_dim"
+MLP = "mlp"
+VOCAB = "vocab"
+CLASSES = "classes"
+CLS_TOKENS = "cls_tokens"
+LAYERS = "layers"

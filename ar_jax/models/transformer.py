@@ -1,0 +1,279 @@
+"""The one decoder: class-conditional, LlamaGen-shaped, causal (AR) or bidirectional (MaskGIT).
+
+Sequence layout (LlamaGen's): `[cls_0 .. cls_{C-1}, tok_0, tok_1, ...]`; the output at sequence
+position `C - 1 + j` predicts image token `j`. Pre-norm RMSNorm blocks, SwiGLU, grouped-query
+attention with interleaved rotary embeddings (1-D or LlamaGen's 2-D grid form, class rows zero).
+The KV cache is data: `{"k", "v"}` arrays `[layers, B, max_len, kv_heads, head_dim]` passed in and
+returned; a call writes its keys/values at `start` with `lax.dynamic_update_slice`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ar_jax import axes
+
+Array = jax.Array
+Cache = dict[str, Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Hyper-parameters of the decoder; eval/decode variants by `.replace(...)`."""
+
+    vocab_size: int  # image-token vocabulary (plus a [MASK] id for MaskGIT, if any)
+    seq_len: int  # image tokens per sample (LlamaGen's block_size)
+    num_classes: int  # class labels 0..num_classes-1; 0 means unconditional
+    dim: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int | None = None  # None: = num_heads (no grouping)
+    mlp_dim: int | None = None  # None: LlamaGen's rule from multiple_of / ffn_dim_multiplier
+    multiple_of: int = 256
+    ffn_dim_multiplier: float | None = None
+    rope: str = "2d"  # "2d" (LlamaGen, needs a square seq_len) or "1d"
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+    cls_token_num: int = 1  # class tokens before the image tokens
+    null_class: bool = True  # an extra class row (id num_classes) for CFG / label dropout
+    token_dropout: float = 0.0
+    resid_dropout: float = 0.0
+    ffn_dropout: float = 0.0
+    attn_dropout: float = 0.0
+    causal: bool = True  # False: bidirectional (MaskGIT)
+    dtype: str = "float32"  # compute dtype; parameters stay float32, logits are float32
+
+    def replace(self, **kw: Any) -> TransformerConfig:
+        return dataclasses.replace(self, **kw)
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def hidden_dim(self) -> int:
+        if self.mlp_dim:
+            return self.mlp_dim
+        h = int(2 * (4 * self.dim) / 3)
+        if self.ffn_dim_multiplier is not None:
+            h = int(self.ffn_dim_multiplier * h)
+        return -(-h // self.multiple_of) * self.multiple_of
+
+    @property
+    def class_rows(self) -> int:
+        return self.num_classes + int(self.null_class)
+
+    @property
+    def null_label(self) -> int:
+        """The label id of the unconditional ("null") class."""
+        return self.num_classes
+
+    @property
+    def max_len(self) -> int:
+        """Longest sequence the model sees: class tokens + all image tokens."""
+        return self.cls_token_num + self.seq_len
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad field and the fix."""
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}; "
+                             "choose dim a multiple of num_heads.")
+        if self.num_heads % self.kv_heads:
+            raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.kv_heads}; "
+                             "choose num_kv_heads dividing num_heads.")
+        if self.head_dim % 2 or (self.rope == "2d" and self.head_dim % 4):
+            raise ValueError(f"head_dim={self.head_dim} must be a multiple of {4 if self.rope == '2d' else 2} "
+                             f"for rope={self.rope!r}; change dim or num_heads.")
+        if self.rope not in ("1d", "2d"):
+            raise ValueError(f"rope={self.rope!r} is not one of '1d', '2d'.")
+        if self.rope == "2d" and math.isqrt(self.seq_len) ** 2 != self.seq_len:
+            raise ValueError(f"rope='2d' needs a square token grid but seq_len={self.seq_len}; "
+                             "use rope='1d' or a square number of tokens.")
+        if self.num_classes == 0 and not self.null_class:
+            raise ValueError("an unconditional model (num_classes=0) needs null_class=True for its start token.")
+        if self.cls_token_num < 1:
+            raise ValueError(f"cls_token_num={self.cls_token_num} must be at least 1.")
+        if self.attn_dropout:
+            raise ValueError(f"attn_dropout={self.attn_dropout} is not supported; set it to 0.0 "
+                             "(LlamaGen's models use 0; use resid_dropout / ffn_dropout).")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype={self.dtype!r} must be 'float32', 'bfloat16' or 'float16'.")
+
+
+def rope_table(cfg: TransformerConfig) -> Array:
+    """Rotary angles `[max_len, head_dim // 2, 2]` (cos, sin); class-token rows are zero (LlamaGen)."""
+    n = cfg.head_dim
+    if cfg.rope == "2d":
+        grid = math.isqrt(cfg.seq_len)
+        half = n // 2
+        freqs = 1.0 / (cfg.rope_base ** (jnp.arange(0, half, 2)[: half // 2].astype(jnp.float32) / half))
+        f = jnp.outer(jnp.arange(grid, dtype=jnp.float32), freqs)  # [grid, n // 4]
+        ang = jnp.concatenate([jnp.broadcast_to(f[:, None], (grid, grid, f.shape[1])),
+                               jnp.broadcast_to(f[None, :], (grid, grid, f.shape[1]))], axis=-1)
+        ang = ang.reshape(grid * grid, half)
+    else:
+        freqs = 1.0 / (cfg.rope_base ** (jnp.arange(0, n, 2)[: n // 2].astype(jnp.float32) / n))
+        ang = jnp.outer(jnp.arange(cfg.seq_len, dtype=jnp.float32), freqs)
+    table = jnp.stack([jnp.cos(ang), jnp.sin(ang)], axis=-1)
+    return jnp.concatenate([jnp.zeros((cfg.cls_token_num, n // 2, 2), jnp.float32), table])
+
+
+def apply_rope(x: Array, rope: Array) -> Array:
+    """Rotate interleaved pairs `(x[2i], x[2i+1])`. x `[B, S, H, D]`, rope `[S, D//2, 2]`."""
+    xs = x.astype(jnp.float32).reshape(*x.shape[:-1], -1, 2)
+    cos, sin = rope[None, :, None, :, 0], rope[None, :, None, :, 1]
+    out = jnp.stack([xs[..., 0] * cos - xs[..., 1] * sin, xs[..., 1] * cos + xs[..., 0] * sin], axis=-1)
+    return out.reshape(x.shape).astype(x.dtype)
+
+
+def _dense_init(std: float = 0.02):
+    return nn.initializers.normal(stddev=std)
+
+
+class RMSNorm(nn.Module):
+    eps: float
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        w = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (axes.EMBED,)),
+                       (x.shape[-1],))
+        xf = x.astype(jnp.float32)
+        y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return (y * w).astype(self.dtype)
+
+
+class Attention(nn.Module):
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: Array, rope: Array, mask: Array, layer: int, cache: Cache | None,
+                 start: Array | int, deterministic: bool) -> tuple[Array, Cache | None]:
+        cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+        H, KV, D = cfg.num_heads, cfg.kv_heads, cfg.head_dim
+        p = lambda name, shape, names: self.param(
+            name, nn.with_logical_partitioning(_dense_init(), names), shape).astype(dt)
+        wq = p("wq", (cfg.dim, H, D), (axes.EMBED, axes.HEADS, axes.HEAD_DIM))
+        wk = p("wk", (cfg.dim, KV, D), (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM))
+        wv = p("wv", (cfg.dim, KV, D), (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM))
+        wo = p("wo", (H, D, cfg.dim), (axes.HEADS, axes.HEAD_DIM, axes.EMBED))
+        q = apply_rope(jnp.einsum("bsd,dhk->bshk", x, wq), rope)  # [B, S, H, D]
+        k = apply_rope(jnp.einsum("bsd,dhk->bshk", x, wk), rope)  # [B, S, KV, D]
+        v = jnp.einsum("bsd,dhk->bshk", x, wv)
+        if cache is not None:
+            idx = (layer, 0, start, 0, 0)
+            cache = {"k": jax.lax.dynamic_update_slice(cache["k"], k[None].astype(cache["k"].dtype), idx),
+                     "v": jax.lax.dynamic_update_slice(cache["v"], v[None].astype(cache["v"].dtype), idx)}
+            k, v = cache["k"][layer].astype(dt), cache["v"][layer].astype(dt)
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=D ** -0.5)  # [B, S, H, D]
+        out = jnp.einsum("bshk,hkd->bsd", out, wo)
+        return nn.Dropout(cfg.resid_dropout)(out, deterministic=deterministic), cache
+
+
+class FeedForward(nn.Module):
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: Array, deterministic: bool) -> Array:
+        cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+        p = lambda name, shape, names: self.param(
+            name, nn.with_logical_partitioning(_dense_init(), names), shape).astype(dt)
+        w1 = p("w1", (cfg.dim, cfg.hidden_dim), (axes.EMBED, axes.MLP))
+        w3 = p("w3", (cfg.dim, cfg.hidden_dim), (axes.EMBED, axes.MLP))
+        w2 = p("w2", (cfg.hidden_dim, cfg.dim), (axes.MLP, axes.EMBED))
+        h = nn.silu(x @ w1) * (x @ w3)
+        return nn.Dropout(cfg.ffn_dropout)(h @ w2, deterministic=deterministic)
+
+
+class Block(nn.Module):
+    cfg: TransformerConfig
+    layer: int
+
+    @nn.compact
+    def __call__(self, x, rope, mask, cache, start, deterministic):
+        dt = jnp.dtype(self.cfg.dtype)
+        h, cache = Attention(self.cfg, name="attention")(
+            RMSNorm(self.cfg.norm_eps, dt, name="attention_norm")(x), rope, mask, self.layer, cache, start,
+            deterministic)
+        x = x + h
+        x = x + FeedForward(self.cfg, name="feed_forward")(
+            RMSNorm(self.cfg.norm_eps, dt, name="ffn_norm")(x), deterministic)
+        return x, cache
+
+
+class Transformer(nn.Module):
+    """Decoder over `[class tokens?, image tokens]`; returns logits `[B, S, V]` float32 and the cache."""
+
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, tokens: Array | None, labels: Array | None = None, *, start: Array | int = 0,
+                 cache: Cache | None = None, deterministic: bool = True) -> tuple[Array, Cache | None]:
+        """tokens `[B, S]` int (or None), labels `[B]` int (or None).
+
+        With labels the class tokens are prepended, so the sequence is `[cls(C), tokens]`. `start` is the
+        sequence position of the first element (0 when labels are given). With a cache, keys/values
+        are written at `start` and attention reads the whole cache (masked to written positions).
+        """
+        cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+        tok_table = self.param("tok_embeddings", nn.with_logical_partitioning(
+            _dense_init(), (axes.VOCAB, axes.EMBED)), (cfg.vocab_size, cfg.dim))
+        cls_table = self.param("cls_embedding", nn.with_logical_partitioning(
+            _dense_init(), (axes.CLASSES, axes.CLS_TOKENS, axes.EMBED)),
+            (cfg.class_rows, cfg.cls_token_num, cfg.dim))
+        parts = []
+        if labels is not None:
+            parts.append(jnp.take(cls_table, labels, axis=0))  # [B, C, D]
+        if tokens is not None and tokens.shape[1]:
+            parts.append(jnp.take(tok_table, tokens, axis=0))  # [B, S, D]
+        x = jnp.concatenate(parts, axis=1).astype(dt) if len(parts) > 1 else parts[0].astype(dt)
+        x = nn.Dropout(cfg.token_dropout)(x, deterministic=deterministic)
+        B, S = x.shape[:2]
+
+        rope = jax.lax.dynamic_slice_in_dim(rope_table(cfg), start, S)  # [S, D/2, 2]
+        q_pos = start + jnp.arange(S)
+        if cache is not None:
+            k_pos = jnp.arange(cache["k"].shape[2])
+            mask = (k_pos[None, :] <= q_pos[:, None]) if cfg.causal else (k_pos[None, :] < start + S)[None]
+            mask = jnp.broadcast_to(mask, (S, k_pos.shape[0]))
+        else:
+            mask = jnp.tril(jnp.ones((S, S), bool)) if cfg.causal else jnp.ones((S, S), bool)
+        mask = mask[None, None]  # [1, 1, S, M]
+        for i in range(cfg.num_layers):
+            x, cache = Block(cfg, i, name=f"layers_{i}")(x, rope, mask, cache, start, deterministic)
+        x = RMSNorm(cfg.norm_eps, dt, name="norm")(x)
+        out = self.param("output", nn.with_logical_partitioning(
+            nn.initializers.zeros, (axes.EMBED, axes.VOCAB)), (cfg.dim, cfg.vocab_size))
+        logits = jnp.einsum("bsd,dv->bsv", x, out.astype(dt), preferred_element_type=jnp.float32)
+        return logits.astype(jnp.float32), cache
+
+
+def init_cache(cfg: TransformerConfig, batch: int, max_len: int | None = None,
+               dtype: Any = None) -> Cache:
+    """Zeroed cache `{"k", "v"}`, each `[layers, B, max_len, kv_heads, head_dim]`."""
+    shape = (cfg.num_layers, batch, max_len or cfg.max_len, cfg.kv_heads, cfg.head_dim)
+    dtype = dtype or jnp.dtype(cfg.dtype)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+def init_params(cfg: TransformerConfig, rng: Array) -> tuple[Any, Any]:
+    """Returns `(params, logical_axes)`: plain arrays and the matching tree of logical axis names."""
+    cfg.validate()
+    model = Transformer(cfg)
+    boxed = model.init(rng, jnp.zeros((1, 1), jnp.int32), jnp.zeros((1,), jnp.int32))["params"]
+    return nn.unbox(boxed), nn.get_partition_spec(boxed)
+
+
+def param_shapes(cfg: TransformerConfig) -> Any:
+    """Shapes/dtypes of the parameters, without allocating them."""
+    return jax.eval_shape(lambda r: init_params(cfg, r)[0], jax.random.key(0))
