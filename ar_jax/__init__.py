@@ -1,0 +1,5 @@
+"""ar_jax: autoregressive image generation in JAX/Flax."""
+
+from ar_jax.pipeline import ARPipeline, load
+
+__all__ = ["ARPipeline", "load"]

@@ -1,0 +1,110 @@
+"""Checkpoints through orbax's CheckpointManager: atomic saves, keep the newest K, restore by shape."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class Checkpointer:
+    """Saves and restores a train-state pytree under `workdir/checkpoints/<step>`."""
+
+    def __init__(self, workdir: str | Path, keep: int = 2):
+        self.directory = Path(workdir).absolute() / CHECKPOINT_DIR
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: Any) -> None:
+        """Start an (async) save at `step`; a step already saved is skipped."""
+        if step in self.manager.all_steps():
+            return
+        self.manager.save(step, args=ocp.args.PyTreeSave(state))
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def restore(self, target: Any, step: int | None = None) -> Any:
+        """Restore onto `target`'s structure, shapes and shardings (arrays or ShapeDtypeStructs).
+
+        A checkpoint that is unreadable falls back to the previous one (logged with its path); one whose
+        shapes do not match the target raises ValueError naming the parameter and both shapes.
+        """
+        steps = sorted(self.manager.all_steps(), reverse=True) if step is None else [step]
+        if not steps:
+            raise ValueError(f"no checkpoint in {self.directory}.")
+        abstract = jax.tree.map(_abstract, target)
+        for s in steps:
+            self._check_shapes(s, abstract)
+            try:
+                return self.manager.restore(s, args=ocp.args.PyTreeRestore(
+                    item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)))
+            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back to an older one
+                logging.warning("checkpoint %s is unreadable (%s: %s); trying the previous one.",
+                                self.directory / str(s), type(e).__name__, e)
+        raise ValueError(f"no readable checkpoint in {self.directory} (tried steps {steps}).")
+
+    def restore_params(self, params_target: Any, step: int | None = None) -> Any:
+        """Only the `params` of a saved train state (no optimizer state is read)."""
+        steps = sorted(self.manager.all_steps(), reverse=True) if step is None else [step]
+        abstract = {"params": jax.tree.map(_abstract, params_target)}
+        for s in steps:
+            self._check_shapes(s, abstract, partial=True)
+            try:
+                out = self.manager.restore(s, args=ocp.args.PyTreeRestore(
+                    item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+                    partial_restore=True))
+                return out["params"]
+            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back to an older one
+                logging.warning("checkpoint %s is unreadable (%s: %s); trying the previous one.",
+                                self.directory / str(s), type(e).__name__, e)
+        raise ValueError(f"no readable checkpoint in {self.directory} (tried steps {steps}).")
+
+    def _check_shapes(self, step: int, abstract: Any, partial: bool = False) -> None:
+        try:
+            meta = self.manager.item_metadata(step)
+        except Exception:  # noqa: BLE001 - unreadable metadata is handled by restore's fallback
+            return
+        saved = {_name(k): v for k, v in jax.tree_util.tree_flatten_with_path(meta)[0]}
+        want = {_name(k): v for k, v in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+        missing = sorted(set(want) - set(saved))
+        extra = [] if partial else sorted(set(saved) - set(want))
+        if missing or extra:
+            raise ValueError(f"checkpoint {self.directory / str(step)} does not match the model built from the "
+                             f"config: missing {missing[:5]}, unexpected {extra[:5]}. Train into a new --workdir, "
+                             "or pass the config this workdir was trained with.")
+        for k, w in want.items():
+            shape = tuple(getattr(saved[k], "shape", ()) or ())
+            if shape != tuple(w.shape):
+                raise ValueError(f"checkpoint {self.directory / str(step)} holds {k} with shape {shape}, but the "
+                                 f"config builds {tuple(w.shape)}. Train into a new --workdir, or pass the config "
+                                 "this workdir was trained with.")
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def _abstract(x: Any) -> Any:
+    if isinstance(x, jax.Array):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+    return x
+
+
+def _name(path: tuple) -> str:
+    """A key path as `a/b/0/c`, the same for dicts, dataclasses and (named) tuples."""
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+    return "/".join(parts)

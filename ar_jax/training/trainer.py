@@ -1,0 +1,133 @@
+"""The training loop: `train_and_evaluate(config, workdir)` trains, evaluates, checkpoints, resumes, samples."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from ar_jax import builders
+from ar_jax.config import diff_keys, read_config, save_config
+from ar_jax.data.pipeline import batch_indices
+from ar_jax.data.sources import get_dataset
+from ar_jax.evaluation.likelihood import bits_per_dim
+from ar_jax.images import save_grid
+from ar_jax.pipeline import ARPipeline
+from ar_jax.training.checkpoints import Checkpointer
+from ar_jax.training.metrics import MetricWriter
+from ar_jax.training.state import TrainState, init_state, learning_rate, make_optimizer
+from ar_jax.training.steps import train_step
+
+SAMPLES_FILE = "samples.png"
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raise ValueError naming a bad value and the fix, before anything is built or compiled."""
+    for key in ("batch_size", "num_train_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+                "samples_per_class"):
+        if int(config[key]) != config[key] or config[key] < (0 if key == "num_train_steps" else 1):
+            raise ValueError(f"config.{key}={config[key]!r} must be a positive integer.")
+    if not 0 <= config.label_dropout < 1:
+        raise ValueError(f"config.label_dropout={config.label_dropout} must be in [0, 1).")
+    if config.optimizer.learning_rate <= 0:
+        raise ValueError(f"config.optimizer.learning_rate={config.optimizer.learning_rate} must be > 0.")
+
+
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: Path) -> None:
+    """Save the config, or refuse a workdir whose saved config builds a different model."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if (workdir / "config.json").exists():
+        changed = diff_keys(read_config(workdir), config, builders.MODEL_SECTIONS)
+        if changed:
+            raise ValueError(f"{workdir} holds a run whose config differs in what fixes its shapes: "
+                             f"{'; '.join(changed)}. Use a new --workdir for a new run, or drop those overrides "
+                             "to resume this one.")
+    save_config(config, workdir)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
+    """Train to `config.num_train_steps` (resuming from the latest checkpoint), then write samples.png."""
+    workdir = Path(workdir)
+    check_config(config)
+    tokenizer = builders.make_tokenizer(config)
+    cfg = builders.make_model_config(config, tokenizer)
+    data = get_dataset(config.data.name)
+    if data.image_shape != tuple(config.data.image_shape) or data.num_classes != config.data.num_classes:
+        raise ValueError(f"config.data says images {tuple(config.data.image_shape)} with {config.data.num_classes} "
+                         f"classes, but {config.data.name!r} has {data.image_shape} with {data.num_classes}; fix "
+                         "config.data.")
+    prepare_workdir(config, workdir)
+    train_tokens, test_tokens = tokenizer.encode(data.train_images), tokenizer.encode(data.test_images)
+    dims = int(np.prod(tokenizer.image_shape))
+
+    tx = make_optimizer(config)
+    state = jax.jit(functools.partial(init_state, cfg, tx))(jax.random.key(config.seed))
+    ckpt = Checkpointer(workdir, keep=config.keep_checkpoints)
+    if ckpt.latest_step() is not None:
+        state = ckpt.restore(state)
+        logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
+    start = int(state.step)
+    writer = MetricWriter(workdir, resume_step=start)
+    step_fn = jax.jit(functools.partial(train_step, cfg=cfg, tx=tx, seed=config.seed,
+                                        label_dropout=config.label_dropout), donate_argnums=0)
+
+    def evaluate(step: int) -> float:
+        bpd = float(bits_per_dim(state.params, cfg, test_tokens, data.test_labels, dims).mean())
+        writer.write(step, test_bits_per_dim=bpd)
+        return bpd
+
+    n = len(train_tokens)
+    bar = tqdm(total=config.num_train_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    t0, s0 = time.perf_counter(), start
+    try:
+        for step in range(start, config.num_train_steps):
+            idx = batch_indices(n, config.batch_size, config.seed, step)
+            batch = {"tokens": jnp.asarray(train_tokens[idx]), "labels": jnp.asarray(data.train_labels[idx])}
+            state, metrics = step_fn(state, batch)
+            done = step + 1
+            if done % config.log_every == 0 or done == config.num_train_steps:
+                loss = float(metrics["loss"])
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss} at step {done}; the last good checkpoint is kept. "
+                                             "Lower config.optimizer.learning_rate or check the data.")
+                rate = (done - s0) / max(time.perf_counter() - t0, 1e-9)
+                writer.write(done, loss=loss, bits_per_dim=loss / math.log(2), grad_norm=float(metrics["grad_norm"]),
+                             learning_rate=learning_rate(config, done), steps_per_s=rate)
+                bar.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{rate:.1f}")
+            if done % config.eval_every == 0 or done == config.num_train_steps:
+                bar.set_postfix_str(f"test bits/dim {evaluate(done):.4f}")
+            if done % config.checkpoint_every == 0 or done == config.num_train_steps:
+                ckpt.save(done, state)
+            bar.update(1)
+    except BaseException:
+        # Keep what was trained: save the state reached (unless the step itself produced non-finite values).
+        try:
+            if int(state.step) > start and all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(state.params)):
+                ckpt.save(int(state.step), state)
+        except Exception as e:  # noqa: BLE001 - e.g. buffers donated to a step that was interrupted
+            logging.warning("could not save the interrupted state (%s); the last checkpoint is kept.", e)
+        ckpt.close()
+        raise
+    finally:
+        bar.close()
+    ckpt.save(int(state.step), state)
+    ckpt.close()
+    write_samples(config, state.params, workdir / SAMPLES_FILE)
+    return state
+
+
+def write_samples(config: ml_collections.ConfigDict, params: object, path: Path) -> None:
+    """A grid with one row per class (`config.samples_per_class` columns), default sampling settings."""
+    pipe = ARPipeline(config, params)
+    classes = max(config.data.num_classes, 1)
+    labels = np.repeat(np.arange(classes), config.samples_per_class)
+    save_grid(pipe.sample(labels, seed=config.seed), rows=classes, path=path)
+    print(f"samples: {path}")
