@@ -50,7 +50,8 @@ def sample_main(argv: list[str] | None = None) -> None:
     if overrides:
         pipe = ARPipeline(apply_overrides(pipe.config, overrides), pipe.params)
     per_class = args.per_class or pipe.config.samples_per_class
-    classes = [int(x) for x in args.labels.split(",")] if args.labels else list(range(max(pipe.config.data.num_classes, 1)))
+    all_classes = list(range(max(pipe.config.data.num_classes, 1)))
+    classes = [int(x) for x in args.labels.split(",")] if args.labels else all_classes
     labels = np.repeat(np.asarray(classes, np.int32), per_class)
     images = pipe.sample(labels, seed=args.seed)
     if args.out.endswith(".npz"):

@@ -34,8 +34,8 @@ class PixelTokenizer:
         if images.ndim == 3 and self.image_shape[2] == 1:
             images = images[..., None]
         if images.shape[1:] != tuple(self.image_shape):
-            raise ValueError(f"images have shape {images.shape}; this model takes [B, {', '.join(map(str, self.image_shape))}]"
-                             " uint8 images.")
+            want = ", ".join(map(str, self.image_shape))
+            raise ValueError(f"images have shape {images.shape}; this model takes uint8 images [B, {want}].")
         if images.dtype != np.uint8:
             raise ValueError(f"images have dtype {images.dtype}; pass uint8 values in 0..255.")
         return images
