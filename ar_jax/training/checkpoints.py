@@ -18,7 +18,8 @@ class Checkpointer:
     def __init__(self, workdir: str | Path, keep: int = 2):
         self.directory = Path(workdir).absolute() / CHECKPOINT_DIR
         self.manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            item_handlers=ocp.PyTreeCheckpointHandler())
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -72,6 +73,8 @@ class Checkpointer:
         try:
             meta = self.manager.item_metadata(step)
         except Exception:  # noqa: BLE001 - unreadable metadata is handled by restore's fallback
+            return
+        if meta is None:
             return
         saved = {_name(k): v for k, v in jax.tree_util.tree_flatten_with_path(meta)[0]}
         want = {_name(k): v for k, v in jax.tree_util.tree_flatten_with_path(abstract)[0]}
