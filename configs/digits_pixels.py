@@ -2,7 +2,8 @@
 
     python train.py --config configs/digits_pixels.py --workdir runs/digits
 
-Trains in about 5.5 minutes on 2 CPU cores (test bits/dim about 1.73) and writes runs/digits/samples.png (one row per class).
+Trains in about 5.5 minutes on 2 CPU cores (test bits/dim about 1.73) and writes runs/digits/samples.png
+(one row per class).
 `configs/digits_pixels.py:smoke` shrinks everything for tests.
 """
 

@@ -16,8 +16,8 @@ from tests.conftest import smoke_config
 
 def test_loss_falls_on_a_tiny_run(tmp_path):
     config = smoke_config(num_train_steps=30, log_every=5, eval_every=30, checkpoint_every=30,
-                          **{"optimizer.warmup_steps": 3, "model.token_dropout": 0.0, "model.resid_dropout": 0.0,
-                             "model.ffn_dropout": 0.0})
+                          **{"optimizer.warmup_steps": 3, "optimizer.learning_rate": 3e-3, "model.token_dropout": 0.0,
+                             "model.resid_dropout": 0.0, "model.ffn_dropout": 0.0})
     trainer.train_and_evaluate(config, tmp_path)
     losses = [m["loss"] for m in read_metrics(tmp_path) if "loss" in m]
     assert losses[-1] < losses[0] - 0.5, losses

@@ -277,3 +277,11 @@ def init_params(cfg: TransformerConfig, rng: Array) -> tuple[Any, Any]:
 def param_shapes(cfg: TransformerConfig) -> Any:
     """Shapes/dtypes of the parameters, without allocating them."""
     return jax.eval_shape(lambda r: init_params(cfg, r)[0], jax.random.key(0))
+
+
+def param_logical_axes(cfg: TransformerConfig) -> Any:
+    """The tree of logical axis names (PartitionSpecs) of the parameters, without allocating them."""
+    cfg.validate()
+    boxed = jax.eval_shape(lambda r: Transformer(cfg).init(r, jnp.zeros((1, 1), jnp.int32),
+                                                           jnp.zeros((1,), jnp.int32))["params"], jax.random.key(0))
+    return nn.get_partition_spec(boxed)

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ar_jax.models.transformer import TransformerConfig, init_params
+from ar_jax import sharding
+from ar_jax.models.transformer import TransformerConfig, init_params, param_logical_axes
 
 
 @flax.struct.dataclass
@@ -42,3 +43,15 @@ def learning_rate(config: ml_collections.ConfigDict, step: int) -> float:
 def init_state(cfg: TransformerConfig, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
     params, _ = init_params(cfg, rng)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def state_shardings(cfg: TransformerConfig, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh) -> TrainState:
+    """NamedShardings of the train state: parameters by their logical names, optimizer moments like them."""
+    abstract = jax.eval_shape(lambda r: init_state(cfg, tx, r), jax.random.key(0))
+    params = sharding.tree_shardings(abstract.params, param_logical_axes(cfg), mesh)
+    rep = sharding.replicated(mesh)
+    opt = optax.tree_map_params(tx, lambda _, sh: sh, abstract.opt_state, params,
+                                transform_non_params=lambda _: rep)
+    opt = jax.tree.map(lambda x: x if isinstance(x, jax.sharding.Sharding) else rep, opt,
+                       is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+    return TrainState(step=rep, params=params, opt_state=opt)

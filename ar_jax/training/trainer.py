@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from ar_jax import builders
+from ar_jax import builders, sharding
 from ar_jax.config import diff_keys, read_config, save_config
 from ar_jax.data.pipeline import batch_indices
 from ar_jax.data.sources import get_dataset
@@ -23,7 +23,7 @@ from ar_jax.images import save_grid
 from ar_jax.pipeline import ARPipeline
 from ar_jax.training.checkpoints import Checkpointer
 from ar_jax.training.metrics import MetricWriter
-from ar_jax.training.state import TrainState, init_state, learning_rate, make_optimizer
+from ar_jax.training.state import TrainState, init_state, learning_rate, make_optimizer, state_shardings
 from ar_jax.training.steps import train_step
 
 SAMPLES_FILE = "samples.png"
@@ -57,6 +57,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     """Train to `config.num_train_steps` (resuming from the latest checkpoint), then write samples.png."""
     workdir = Path(workdir)
     check_config(config)
+    sharding.maybe_initialize_distributed(config)
+    mesh = sharding.make_mesh(config.mesh)
+    sharding.check_batch(config.batch_size, mesh)
     tokenizer = builders.make_tokenizer(config)
     cfg = builders.make_model_config(config, tokenizer)
     data = get_dataset(config.data.name)
@@ -64,20 +67,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         raise ValueError(f"config.data says images {tuple(config.data.image_shape)} with {config.data.num_classes} "
                          f"classes, but {config.data.name!r} has {data.image_shape} with {data.num_classes}; fix "
                          "config.data.")
-    prepare_workdir(config, workdir)
+    lead = jax.process_index() == 0
+    if lead:
+        prepare_workdir(config, workdir)
     train_tokens, test_tokens = tokenizer.encode(data.train_images), tokenizer.encode(data.test_images)
     dims = int(np.prod(tokenizer.image_shape))
 
     tx = make_optimizer(config)
-    state = jax.jit(functools.partial(init_state, cfg, tx))(jax.random.key(config.seed))
+    state_sh = state_shardings(cfg, tx, mesh)
+    state = jax.jit(functools.partial(init_state, cfg, tx), out_shardings=state_sh)(jax.random.key(config.seed))
     ckpt = Checkpointer(workdir, keep=config.keep_checkpoints)
     if ckpt.latest_step() is not None:
         state = ckpt.restore(state)
         logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
     start = int(state.step)
-    writer = MetricWriter(workdir, resume_step=start)
+    writer = MetricWriter(workdir, resume_step=start) if lead else _NullWriter()
+    batch_sh = {"tokens": sharding.batch_sharding(mesh, 2), "labels": sharding.batch_sharding(mesh, 1)}
     step_fn = jax.jit(functools.partial(train_step, cfg=cfg, tx=tx, seed=config.seed,
-                                        label_dropout=config.label_dropout), donate_argnums=0)
+                                        label_dropout=config.label_dropout),
+                      in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, sharding.replicated(mesh)),
+                      donate_argnums=0)
+    rows = sharding.process_rows(config.batch_size)
 
     def evaluate(step: int) -> float:
         bpd = float(bits_per_dim(state.params, cfg, test_tokens, data.test_labels, dims).mean())
@@ -85,12 +95,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         return bpd
 
     n = len(train_tokens)
-    bar = tqdm(total=config.num_train_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=config.num_train_steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
+               disable=not lead)
     t0, s0 = time.perf_counter(), start
     try:
         for step in range(start, config.num_train_steps):
-            idx = batch_indices(n, config.batch_size, config.seed, step)
-            batch = {"tokens": jnp.asarray(train_tokens[idx]), "labels": jnp.asarray(data.train_labels[idx])}
+            idx = batch_indices(n, config.batch_size, config.seed, step)[rows]
+            batch = sharding.put_batch({"tokens": train_tokens[idx], "labels": data.train_labels[idx]}, mesh)
             state, metrics = step_fn(state, batch)
             done = step + 1
             if done % config.log_every == 0 or done == config.num_train_steps:
@@ -120,8 +131,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         bar.close()
     ckpt.save(int(state.step), state)
     ckpt.close()
-    write_samples(config, state.params, workdir / SAMPLES_FILE)
+    if lead:
+        write_samples(config, state.params, workdir / SAMPLES_FILE)
     return state
+
+
+class _NullWriter:
+    """Metrics are written by process 0 only."""
+
+    def write(self, step: int, **metrics: float) -> None:
+        del step, metrics
 
 
 def write_samples(config: ml_collections.ConfigDict, params: object, path: Path) -> None:
