@@ -43,6 +43,7 @@ def main(mode, root):
     out = {"devices": jax.device_count()}
     if mode == "single":
         trainer.train_and_evaluate(config(), root / "ref")
+        out["ref_losses"] = losses(root / "ref")
     elif mode == "meshes":
         from ar_jax import builders, sharding
         from ar_jax.training.state import init_state, make_optimizer, state_shardings

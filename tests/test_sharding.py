@@ -83,3 +83,25 @@ def test_batch_not_divisible_by_data_parallel_size_is_refused():
     fake = type("M", (), {"shape": {"data": 2, "fsdp": 3, "tensor": 1}})()
     with pytest.raises(ValueError, match=r"batch_size=8 is not divisible by the data-parallel size 6"):
         sharding.check_batch(8, fake)
+
+
+def test_two_processes_over_127_0_0_1_match_one_process(runs, tmp_path):
+    import socket
+
+    single, _, _ = runs
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests/multiprocess_run.py"), str(port), str(i),
+                               str(tmp_path / "mp")], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
+    got = json.loads((tmp_path / "mp/multiprocess.json").read_text())
+    assert (got["devices"], got["processes"]) == (4, 2)
+    np.testing.assert_allclose(got["losses"], single["ref_losses"], rtol=1e-5)
