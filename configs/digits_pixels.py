@@ -50,6 +50,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 0.1  # decoupled (AdamW), on matrices only
     c.optimizer.grad_clip = 1.0  # global-norm clipping
 
+    c.skip_nonfinite_steps = False  # True: a NaN/Inf step is skipped (logged); False: training stops
     c.log_every = 100  # steps between train-metric lines in metrics.jsonl
     c.eval_every = 250  # steps between test bits/dim evaluations
     c.checkpoint_every = 250  # steps between checkpoints (also saved at the end)

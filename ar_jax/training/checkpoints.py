@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,18 @@ class Checkpointer:
                 return self.manager.restore(s, args=ocp.args.PyTreeRestore(
                     item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)))
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back to an older one
-                logging.warning("checkpoint %s is unreadable (%s: %s); trying the previous one.",
-                                self.directory / str(s), type(e).__name__, e)
+                self._quarantine(s, e)
         raise ValueError(f"no readable checkpoint in {self.directory} (tried steps {steps}).")
+
+    def _quarantine(self, step: int, error: Exception) -> None:
+        """Move an unreadable checkpoint aside (never deleted) so that training can save that step again."""
+        src = self.directory / str(step)
+        dst = self.directory / f"unreadable_{step}_{int(time.time())}"
+        logging.warning("checkpoint %s is unreadable (%s: %s); it is moved to %s and the previous one is used.",
+                        src, type(error).__name__, str(error)[:300], dst)
+        if jax.process_index() == 0 and src.exists():
+            src.rename(dst)
+        self.manager.reload()
 
     def restore_params(self, params_target: Any, step: int | None = None) -> Any:
         """Only the `params` of a saved train state (no optimizer state is read)."""
@@ -66,7 +76,7 @@ class Checkpointer:
                 return out["params"]
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back to an older one
                 logging.warning("checkpoint %s is unreadable (%s: %s); trying the previous one.",
-                                self.directory / str(s), type(e).__name__, e)
+                                self.directory / str(s), type(e).__name__, str(e)[:300])
         raise ValueError(f"no readable checkpoint in {self.directory} (tried steps {steps}).")
 
     def _check_shapes(self, step: int, abstract: Any, partial: bool = False) -> None:

@@ -33,5 +33,12 @@ def _step(line: str) -> int | None:
 
 
 def read_metrics(workdir: str | Path) -> list[dict]:
+    """All complete lines of `metrics.jsonl` (a line torn by a kill is left out)."""
     path = Path(workdir) / METRICS_FILE
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+    out = []
+    for ln in path.read_text().splitlines() if path.exists() else []:
+        try:
+            out.append(json.loads(ln))
+        except ValueError:
+            continue
+    return out

@@ -22,8 +22,13 @@ def token_nll(params: Any, cfg: TransformerConfig, tokens: jax.Array, labels: ja
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: TransformerConfig,
-               tx: optax.GradientTransformation, seed: int, label_dropout: float) -> tuple[TrainState, dict]:
-    """One AdamW step on `batch = {"tokens": [B, T] int32, "labels": [B] int32}`."""
+               tx: optax.GradientTransformation, seed: int, label_dropout: float,
+               skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
+    """One AdamW step on `batch = {"tokens": [B, T] int32, "labels": [B] int32}`.
+
+    With `skip_nonfinite`, a step whose loss or gradients are not finite leaves params and optimizer
+    state unchanged (the step counter still advances, so the data order stays a function of the step).
+    """
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
     drop_rng, label_rng = jax.random.split(rng)
     labels = batch["labels"]
@@ -36,7 +41,12 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: Transform
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
+    if skip_nonfinite:
+        params = jax.tree.map(lambda new, old: jnp.where(finite, new, old), params, state.params)
+        opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), opt_state, state.opt_state)
+    metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 

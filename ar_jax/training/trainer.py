@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +37,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                 "samples_per_class"):
         if int(config[key]) != config[key] or config[key] < (0 if key == "num_train_steps" else 1):
             raise ValueError(f"config.{key}={config[key]!r} must be a positive integer.")
+    if not isinstance(config.skip_nonfinite_steps, bool):
+        raise ValueError(f"config.skip_nonfinite_steps={config.skip_nonfinite_steps!r} must be true or false.")
     if not 0 <= config.label_dropout < 1:
         raise ValueError(f"config.label_dropout={config.label_dropout} must be in [0, 1).")
     if config.optimizer.learning_rate <= 0:
@@ -84,7 +88,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     writer = MetricWriter(workdir, resume_step=start) if lead else _NullWriter()
     batch_sh = {"tokens": sharding.batch_sharding(mesh, 2), "labels": sharding.batch_sharding(mesh, 1)}
     step_fn = jax.jit(functools.partial(train_step, cfg=cfg, tx=tx, seed=config.seed,
-                                        label_dropout=config.label_dropout),
+                                        label_dropout=config.label_dropout,
+                                        skip_nonfinite=config.skip_nonfinite_steps),
                       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, sharding.replicated(mesh)),
                       donate_argnums=0)
     rows = sharding.process_rows(config.batch_size)
@@ -98,26 +103,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     bar = tqdm(total=config.num_train_steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
                disable=not lead)
     t0, s0 = time.perf_counter(), start
+    preempted = _PreemptionFlag()
     try:
         for step in range(start, config.num_train_steps):
             idx = batch_indices(n, config.batch_size, config.seed, step)[rows]
             batch = sharding.put_batch({"tokens": train_tokens[idx], "labels": data.train_labels[idx]}, mesh)
             state, metrics = step_fn(state, batch)
             done = step + 1
+            loss, finite = float(metrics["loss"]), bool(metrics["finite"])
+            if not finite and not config.skip_nonfinite_steps:
+                raise FloatingPointError(
+                    f"loss is {loss} at step {done} (loss, gradients or updated parameters are not finite); training "
+                    "stopped and the last good checkpoint is kept. Lower config.optimizer.learning_rate, check the "
+                    "data, or set config.skip_nonfinite_steps=True.")
+            if not finite:
+                logging.warning("non-finite loss/gradients/parameters at step %d: the update was skipped.", done)
+                writer.write(done, skipped_nonfinite=1)
             if done % config.log_every == 0 or done == config.num_train_steps:
-                loss = float(metrics["loss"])
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss} at step {done}; the last good checkpoint is kept. "
-                                             "Lower config.optimizer.learning_rate or check the data.")
                 rate = (done - s0) / max(time.perf_counter() - t0, 1e-9)
                 writer.write(done, loss=loss, bits_per_dim=loss / math.log(2), grad_norm=float(metrics["grad_norm"]),
                              learning_rate=learning_rate(config, done), steps_per_s=rate)
                 bar.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{rate:.1f}")
             if done % config.eval_every == 0 or done == config.num_train_steps:
                 bar.set_postfix_str(f"test bits/dim {evaluate(done):.4f}")
-            if done % config.checkpoint_every == 0 or done == config.num_train_steps:
+            if done % config.checkpoint_every == 0 or done == config.num_train_steps or preempted.is_set():
                 ckpt.save(done, state)
             bar.update(1)
+            if preempted.is_set():
+                ckpt.close()
+                print(f"preempted (SIGTERM) at step {done}: checkpoint saved in {ckpt.directory}; run the same "
+                      "command again to resume.")
+                return state
     except BaseException:
         # Keep what was trained: save the state reached (unless the step itself produced non-finite values).
         try:
@@ -129,11 +145,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         raise
     finally:
         bar.close()
+        preempted.restore()
     ckpt.save(int(state.step), state)
     ckpt.close()
     if lead:
         write_samples(config, state.params, workdir / SAMPLES_FILE)
     return state
+
+
+class _PreemptionFlag(threading.Event):
+    """Set by SIGTERM (what TPU/GPU schedulers send): the loop saves a checkpoint and returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, lambda *_: self.set())
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
 
 
 class _NullWriter:
