@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
+import ml_collections
 import numpy as np
 
 
@@ -39,11 +42,22 @@ def digits() -> ImageDataset:
     return ImageDataset(images[:n], labels[:n], images[n:], labels[n:], num_classes=10)
 
 
-SOURCES = {"digits": digits}
+def require(data_config: ml_collections.ConfigDict, key: str) -> Any:
+    """`config.data.<key>`, or a ValueError naming the field and the source that needs it."""
+    if key not in data_config or data_config[key] is None:
+        raise ValueError(f"config.data.{key} is required for name={data_config.name!r}; set it in the config or "
+                         f"with --config.data.{key}=...")
+    return data_config[key]
 
 
-def get_dataset(name: str) -> ImageDataset:
-    """The dataset named by `config.data.name`."""
+SOURCES: dict[str, Callable[[ml_collections.ConfigDict], ImageDataset]] = {
+    "digits": lambda data_config: digits(),
+}
+
+
+def get_dataset(data_config: ml_collections.ConfigDict) -> ImageDataset:
+    """The dataset `config.data` describes (`config.data.name` picks the source, which reads its own fields)."""
+    name = data_config.name
     if name not in SOURCES:
         raise ValueError(f"config.data.name={name!r} is not a known source; choose one of {sorted(SOURCES)}.")
-    return SOURCES[name]()
+    return SOURCES[name](data_config)

@@ -66,7 +66,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     sharding.check_batch(config.batch_size, mesh)
     tokenizer = builders.make_tokenizer(config)
     cfg = builders.make_model_config(config, tokenizer)
-    data = get_dataset(config.data.name)
+    data = get_dataset(config.data)
     if data.image_shape != tuple(config.data.image_shape) or data.num_classes != config.data.num_classes:
         raise ValueError(f"config.data says images {tuple(config.data.image_shape)} with {config.data.num_classes} "
                          f"classes, but {config.data.name!r} has {data.image_shape} with {data.num_classes}; fix "
