@@ -57,23 +57,32 @@ class ARPipeline:
         return bits_per_dim(self.params, self.model_config, tokens, labels, int(np.prod(self.tokenizer.image_shape)))
 
 
-def restore_params(workdir: str | Path, model_config: Any) -> Any:
-    """The parameters of the latest readable checkpoint of `workdir`, checked against `model_config`."""
+def restore_params(workdir: str | Path, model_config: Any, item: str = "params") -> Any:
+    """The parameters (or their EMA) of the latest readable checkpoint of `workdir`, checked against `model_config`."""
     from ar_jax.training.checkpoints import Checkpointer
 
     ckpt = Checkpointer(workdir)
     if ckpt.latest_step() is None:
         raise ValueError(f"{workdir!r} has a config but no checkpoint yet; train it first.")
-    target = {"params": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), param_shapes(model_config))}
-    params = ckpt.restore_params(target["params"])
+    target = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), param_shapes(model_config))
+    params = ckpt.restore_params(target, item=item)
     ckpt.close()
     return params
 
 
-def load(workdir: str | Path) -> ARPipeline:
-    """Config + latest checkpoint of the run in `workdir`."""
+def load(workdir: str | Path, weights: str = "default") -> ARPipeline:
+    """Config + latest checkpoint of the run in `workdir`.
+
+    `weights`: "default" (the EMA weights when the run kept them, else the raw ones), "ema" or "raw".
+    """
     config = read_config(workdir)
     if config.kind != "ar":
         raise ValueError(f"{workdir!r} holds a run of kind {config.kind!r}; ar_jax.load knows 'ar'.")
+    has_ema = config.get("ema_decay", 0.0) > 0
+    if weights not in ("default", "ema", "raw"):
+        raise ValueError(f"weights={weights!r} must be 'default', 'ema' or 'raw'.")
+    if weights == "ema" and not has_ema:
+        raise ValueError(f"{workdir!r} was trained without EMA (config.ema_decay=0); use weights='raw'.")
+    item = "ema_params" if has_ema and weights != "raw" else "params"
     model_config = builders.make_model_config(config)
-    return ARPipeline(config, restore_params(workdir, model_config))
+    return ARPipeline(config, restore_params(workdir, model_config, item=item))

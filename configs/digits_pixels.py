@@ -40,6 +40,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     c.label_dropout = 0.1  # probability a training label becomes the null class (enables CFG)
     c.batch_size = 32  # global batch, images
+    c.grad_accum_steps = 1  # micro-batches per step (same update as one batch; less activation memory)
+    c.ema_decay = 0.0  # EMA of weights for sampling/eval (e.g. 0.999); 0 switches it off
+    c.ema_warmup = True  # decay min(ema_decay, (1 + t) / (10 + t)) early in training
     c.num_train_steps = 1500  # optimizer steps
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 1.5e-3  # peak, after warm-up

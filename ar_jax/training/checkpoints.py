@@ -63,17 +63,17 @@ class Checkpointer:
             src.rename(dst)
         self.manager.reload()
 
-    def restore_params(self, params_target: Any, step: int | None = None) -> Any:
-        """Only the `params` of a saved train state (no optimizer state is read)."""
+    def restore_params(self, params_target: Any, step: int | None = None, item: str = "params") -> Any:
+        """Only `item` ("params" or "ema_params") of a saved train state (no optimizer state is read)."""
         steps = sorted(self.manager.all_steps(), reverse=True) if step is None else [step]
-        abstract = {"params": jax.tree.map(_abstract, params_target)}
+        abstract = {item: jax.tree.map(_abstract, params_target)}
         for s in steps:
             self._check_shapes(s, abstract, partial=True)
             try:
                 out = self.manager.restore(s, args=ocp.args.PyTreeRestore(
                     item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
                     partial_restore=True))
-                return out["params"]
+                return out[item]
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back to an older one
                 logging.warning("checkpoint %s is unreadable (%s: %s); trying the previous one.",
                                 self.directory / str(s), type(e).__name__, str(e)[:300])

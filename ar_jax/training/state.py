@@ -19,6 +19,7 @@ class TrainState:
     step: jax.Array  # int32 scalar: optimizer steps taken
     params: Any
     opt_state: Any
+    ema_params: Any = None  # exponential moving average of params (None when config.ema_decay == 0)
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -40,12 +41,15 @@ def learning_rate(config: ml_collections.ConfigDict, step: int) -> float:
         o.learning_rate * o.end_learning_rate_fraction)(step))
 
 
-def init_state(cfg: TransformerConfig, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+def init_state(cfg: TransformerConfig, tx: optax.GradientTransformation, rng: jax.Array,
+               ema: bool = False) -> TrainState:
     params, _ = init_params(cfg, rng)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      ema_params=jax.tree.map(jnp.copy, params) if ema else None)
 
 
-def state_shardings(cfg: TransformerConfig, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh) -> TrainState:
+def state_shardings(cfg: TransformerConfig, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh,
+                    ema: bool = False) -> TrainState:
     """NamedShardings of the train state: parameters by their logical names, optimizer moments like them."""
     abstract = jax.eval_shape(lambda r: init_state(cfg, tx, r), jax.random.key(0))
     params = sharding.tree_shardings(abstract.params, param_logical_axes(cfg), mesh)
@@ -54,4 +58,4 @@ def state_shardings(cfg: TransformerConfig, tx: optax.GradientTransformation, me
                                 transform_non_params=lambda _: rep)
     opt = jax.tree.map(lambda x: x if isinstance(x, jax.sharding.Sharding) else rep, opt,
                        is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
-    return TrainState(step=rep, params=params, opt_state=opt)
+    return TrainState(step=rep, params=params, opt_state=opt, ema_params=params if ema else None)

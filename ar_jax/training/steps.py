@@ -21,13 +21,44 @@ def token_nll(params: Any, cfg: TransformerConfig, tokens: jax.Array, labels: ja
     return optax.softmax_cross_entropy_with_integer_labels(logits, tokens)
 
 
+def loss_and_grads(params: Any, cfg: TransformerConfig, tokens: jax.Array, labels: jax.Array, rng: jax.Array | None,
+                   accum_steps: int = 1) -> tuple[jax.Array, Any]:
+    """Mean token NLL and its gradient; with `accum_steps = k` the batch is split into k equal micro-batches
+    processed by a `lax.scan` (activations of one micro-batch at a time), giving the same mean and gradient."""
+    def loss_fn(p, t, lab, r):
+        return token_nll(p, cfg, t, lab, rng=r).mean()
+
+    if accum_steps == 1:
+        return jax.value_and_grad(loss_fn)(params, tokens, labels, rng)
+    micro = lambda x: x.reshape(accum_steps, x.shape[0] // accum_steps, *x.shape[1:])
+
+    def body(carry, inp):
+        i, t, lab = inp
+        r = None if rng is None else jax.random.fold_in(rng, i)
+        loss, grads = jax.value_and_grad(loss_fn)(params, t, lab, r)
+        return jax.tree.map(jnp.add, carry, (loss, grads)), None
+
+    zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+    (loss, grads), _ = jax.lax.scan(body, zero, (jnp.arange(accum_steps), micro(tokens), micro(labels)))
+    return jax.tree.map(lambda x: x / accum_steps, (loss, grads))
+
+
+def ema_decay_at(step: jax.Array, decay: float, warmup: bool) -> jax.Array:
+    """EMA decay for the update after `step` optimizer steps; with warm-up `min(decay, (1 + t) / (10 + t))`."""
+    if not warmup:
+        return jnp.asarray(decay, jnp.float32)
+    t = step.astype(jnp.float32)
+    return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: TransformerConfig,
-               tx: optax.GradientTransformation, seed: int, label_dropout: float,
-               skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
+               tx: optax.GradientTransformation, seed: int, label_dropout: float, skip_nonfinite: bool = False,
+               grad_accum_steps: int = 1, ema_decay: float = 0.0, ema_warmup: bool = True) -> tuple[TrainState, dict]:
     """One AdamW step on `batch = {"tokens": [B, T] int32, "labels": [B] int32}`.
 
     With `skip_nonfinite`, a step whose loss or gradients are not finite leaves params and optimizer
     state unchanged (the step counter still advances, so the data order stays a function of the step).
+    With `ema_decay > 0`, `state.ema_params` follows `ema = d * ema + (1 - d) * params`.
     """
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
     drop_rng, label_rng = jax.random.split(rng)
@@ -35,19 +66,21 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: Transform
     if label_dropout > 0:
         labels = jnp.where(jax.random.bernoulli(label_rng, label_dropout, labels.shape), cfg.null_label, labels)
 
-    def loss_fn(params):
-        return token_nll(params, cfg, batch["tokens"], labels, rng=drop_rng).mean()
-
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    loss, grads = loss_and_grads(state.params, cfg, batch["tokens"], labels, drop_rng, grad_accum_steps)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
+    ema = state.ema_params
+    if ema is not None:
+        d = ema_decay_at(state.step, ema_decay, ema_warmup)
+        ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
     if skip_nonfinite:
-        params = jax.tree.map(lambda new, old: jnp.where(finite, new, old), params, state.params)
-        opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), opt_state, state.opt_state)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+        ema = ema if ema is None else keep(ema, state.ema_params)
     metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema), metrics
 
 
 def example_nll(params: Any, batch: dict[str, jax.Array], *, cfg: TransformerConfig) -> jax.Array:

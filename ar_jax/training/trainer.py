@@ -37,6 +37,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                 "samples_per_class"):
         if int(config[key]) != config[key] or config[key] < (0 if key == "num_train_steps" else 1):
             raise ValueError(f"config.{key}={config[key]!r} must be a positive integer.")
+    if not 0 <= config.ema_decay < 1:
+        raise ValueError(f"config.ema_decay={config.ema_decay} must be in [0, 1) (0 switches EMA off).")
+    if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
+        raise ValueError(f"config.grad_accum_steps={config.grad_accum_steps} must be >= 1 and divide "
+                         f"config.batch_size={config.batch_size}.")
     if not isinstance(config.skip_nonfinite_steps, bool):
         raise ValueError(f"config.skip_nonfinite_steps={config.skip_nonfinite_steps!r} must be true or false.")
     if not 0 <= config.label_dropout < 1:
@@ -78,8 +83,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     dims = int(np.prod(tokenizer.image_shape))
 
     tx = make_optimizer(config)
-    state_sh = state_shardings(cfg, tx, mesh)
-    state = jax.jit(functools.partial(init_state, cfg, tx), out_shardings=state_sh)(jax.random.key(config.seed))
+    use_ema = config.ema_decay > 0
+    state_sh = state_shardings(cfg, tx, mesh, ema=use_ema)
+    state = jax.jit(functools.partial(init_state, cfg, tx, ema=use_ema),
+                    out_shardings=state_sh)(jax.random.key(config.seed))
     ckpt = Checkpointer(workdir, keep=config.keep_checkpoints)
     if ckpt.latest_step() is not None:
         state = ckpt.restore(state)
@@ -89,15 +96,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     batch_sh = {"tokens": sharding.batch_sharding(mesh, 2), "labels": sharding.batch_sharding(mesh, 1)}
     step_fn = jax.jit(functools.partial(train_step, cfg=cfg, tx=tx, seed=config.seed,
                                         label_dropout=config.label_dropout,
-                                        skip_nonfinite=config.skip_nonfinite_steps),
+                                        skip_nonfinite=config.skip_nonfinite_steps,
+                                        grad_accum_steps=config.grad_accum_steps, ema_decay=config.ema_decay,
+                                        ema_warmup=config.ema_warmup),
                       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, sharding.replicated(mesh)),
                       donate_argnums=0)
     rows = sharding.process_rows(config.batch_size)
 
     def evaluate(step: int) -> float:
         bpd = float(bits_per_dim(state.params, cfg, test_tokens, data.test_labels, dims).mean())
-        writer.write(step, test_bits_per_dim=bpd)
-        return bpd
+        extra = {}
+        if use_ema:
+            extra["test_bits_per_dim_ema"] = float(
+                bits_per_dim(state.ema_params, cfg, test_tokens, data.test_labels, dims).mean())
+        writer.write(step, test_bits_per_dim=bpd, **extra)
+        return extra.get("test_bits_per_dim_ema", bpd)
 
     n = len(train_tokens)
     bar = tqdm(total=config.num_train_steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
@@ -149,7 +162,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     ckpt.save(int(state.step), state)
     ckpt.close()
     if lead:
-        write_samples(config, state.params, workdir / SAMPLES_FILE)
+        write_samples(config, state.ema_params if use_ema else state.params, workdir / SAMPLES_FILE)
     return state
 
 
