@@ -33,7 +33,11 @@ def save_png(image: np.ndarray, path: str | Path) -> None:
     tmp.replace(path)
 
 
+def grid_for_display(images: np.ndarray, rows: int) -> np.ndarray:
+    """Tile; small images are scaled up so that a grid of 8x8 digits is readable."""
+    return make_grid(images, rows, scale=max(1, 64 // images.shape[1]))
+
+
 def save_grid(images: np.ndarray, rows: int, path: str | Path) -> None:
-    """Tile and write; small images are scaled up so that a grid of 8x8 digits is readable."""
-    scale = max(1, 64 // images.shape[1])
-    save_png(make_grid(images, rows, scale=scale), path)
+    """Tile (scaled for display) and write a PNG."""
+    save_png(grid_for_display(images, rows), path)

@@ -66,6 +66,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.sampling.cfg_scale = 1.5  # classifier-free guidance (1.0: off)
     c.sampling.greedy = False
     c.samples_per_class = 10  # columns of the final samples.png grid
+    c.sample_every = 500  # steps between sample grids in TensorBoard (0: only at the end)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # data-parallel devices (-1: all the rest)
@@ -78,6 +79,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         c.optimizer.warmup_steps = 1
         c.log_every, c.eval_every, c.checkpoint_every = 2, 2, 2
         c.samples_per_class = 2
+        c.sample_every = 0
     elif variant is not None:
         raise ValueError(f"unknown variant {variant!r} of digits_pixels; use 'smoke' or none.")
     return c

@@ -115,3 +115,16 @@ def test_data_order_is_a_pure_function_of_seed_and_step():
     flat = np.concatenate(a[:3] + [a[3][:4]])  # the first 100 examples form one epoch
     assert sorted(flat.tolist()) == list(range(100))
     assert not np.array_equal(batch_indices(100, 32, 1, 0), a[0])
+
+
+def test_tensorboard_events_hold_scalars_and_sample_images(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer.train_and_evaluate(smoke_config(sample_every=2), tmp_path)
+    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"loss", "test_bits_per_dim", "learning_rate", "steps_per_s"} <= set(tags["scalars"])
+    assert [e.step for e in acc.Scalars("loss")] == [2, 4]
+    assert "samples" in tags["images"] and [e.step for e in acc.Images("samples")] == [2, 4]
+    assert acc.Images("samples")[-1].width > 0

@@ -1,17 +1,27 @@
-"""Metrics for people and scripts: `workdir/metrics.jsonl`, one JSON object a line."""
+"""Metrics for people and scripts: `workdir/metrics.jsonl` (one JSON object a line) and TensorBoard events
+in `workdir/tensorboard/` (scalars, and sample grids as images)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
+
 METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
 
 
 class MetricWriter:
-    """Appends `{"step": ..., **metrics}` lines; on resume, lines past the restored step are dropped."""
+    """Appends `{"step": ..., **metrics}` lines and TensorBoard scalars; on resume, what was logged past the
+    restored step is dropped from both (TensorBoard by its purge_step)."""
 
     def __init__(self, workdir: str | Path, resume_step: int):
+        from tensorboardX import SummaryWriter
+
+        self.tb_dir = Path(workdir) / TENSORBOARD_DIR
+        self.tb = SummaryWriter(str(self.tb_dir), purge_step=resume_step + 1 if resume_step else None,
+                                flush_secs=10)
         self.path = Path(workdir) / METRICS_FILE
         if self.path.exists():
             keep = [ln for ln in self.path.read_text().splitlines()
@@ -23,6 +33,15 @@ class MetricWriter:
     def write(self, step: int, **metrics: float) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
+        for k, v in metrics.items():
+            self.tb.add_scalar(k, float(v), step)
+
+    def write_image(self, step: int, name: str, image: np.ndarray) -> None:
+        """A uint8 `[H, W, C]` picture (e.g. a sample grid) as a TensorBoard image."""
+        self.tb.add_image(name, image, step, dataformats="HWC")
+
+    def close(self) -> None:
+        self.tb.close()
 
 
 def _step(line: str) -> int | None:

@@ -21,10 +21,10 @@ from ar_jax.config import diff_keys, read_config, save_config
 from ar_jax.data.pipeline import batch_indices
 from ar_jax.data.sources import get_dataset
 from ar_jax.evaluation.likelihood import bits_per_dim
-from ar_jax.images import save_grid
+from ar_jax.images import grid_for_display, save_png
 from ar_jax.pipeline import ARPipeline
 from ar_jax.training.checkpoints import Checkpointer
-from ar_jax.training.metrics import MetricWriter
+from ar_jax.training.metrics import METRICS_FILE, TENSORBOARD_DIR, MetricWriter
 from ar_jax.training.state import TrainState, init_state, learning_rate, make_optimizer, state_shardings
 from ar_jax.training.steps import train_step
 
@@ -34,8 +34,8 @@ SAMPLES_FILE = "samples.png"
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Raise ValueError naming a bad value and the fix, before anything is built or compiled."""
     for key in ("batch_size", "num_train_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-                "samples_per_class"):
-        if int(config[key]) != config[key] or config[key] < (0 if key == "num_train_steps" else 1):
+                "samples_per_class", "sample_every"):
+        if int(config[key]) != config[key] or config[key] < (0 if key in ("num_train_steps", "sample_every") else 1):
             raise ValueError(f"config.{key}={config[key]!r} must be a positive integer.")
     if not 0 <= config.ema_decay < 1:
         raise ValueError(f"config.ema_decay={config.ema_decay} must be in [0, 1) (0 switches EMA off).")
@@ -139,11 +139,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 bar.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{rate:.1f}")
             if done % config.eval_every == 0 or done == config.num_train_steps:
                 bar.set_postfix_str(f"test bits/dim {evaluate(done):.4f}")
+            if config.sample_every and done % config.sample_every == 0 and done != config.num_train_steps:
+                writer.write_image(done, "samples", sample_grid(config, state.ema_params if use_ema else state.params))
             if done % config.checkpoint_every == 0 or done == config.num_train_steps or preempted.is_set():
                 ckpt.save(done, state)
             bar.update(1)
             if preempted.is_set():
                 ckpt.close()
+                writer.close()
                 print(f"preempted (SIGTERM) at step {done}: checkpoint saved in {ckpt.directory}; run the same "
                       "command again to resume.")
                 return state
@@ -155,6 +158,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         except Exception as e:  # noqa: BLE001 - e.g. buffers donated to a step that was interrupted
             logging.warning("could not save the interrupted state (%s); the last checkpoint is kept.", e)
         ckpt.close()
+        writer.close()
         raise
     finally:
         bar.close()
@@ -162,7 +166,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     ckpt.save(int(state.step), state)
     ckpt.close()
     if lead:
-        write_samples(config, state.ema_params if use_ema else state.params, workdir / SAMPLES_FILE)
+        grid = sample_grid(config, state.ema_params if use_ema else state.params)
+        writer.write_image(int(state.step), "samples", grid)
+        save_png(grid, workdir / SAMPLES_FILE)
+        print(f"samples: {workdir / SAMPLES_FILE}\nTensorBoard logs: {workdir / TENSORBOARD_DIR} "
+              f"(tensorboard --logdir {workdir})\nmetrics: {workdir / METRICS_FILE}")
+    writer.close()
     return state
 
 
@@ -187,11 +196,16 @@ class _NullWriter:
     def write(self, step: int, **metrics: float) -> None:
         del step, metrics
 
+    def write_image(self, step: int, name: str, image: np.ndarray) -> None:
+        del step, name, image
 
-def write_samples(config: ml_collections.ConfigDict, params: object, path: Path) -> None:
-    """A grid with one row per class (`config.samples_per_class` columns), default sampling settings."""
+    def close(self) -> None:
+        pass
+
+
+def sample_grid(config: ml_collections.ConfigDict, params: object) -> np.ndarray:
+    """A uint8 grid with one row per class (`config.samples_per_class` columns), default sampling settings."""
     pipe = ARPipeline(config, params)
     classes = max(config.data.num_classes, 1)
     labels = np.repeat(np.arange(classes), config.samples_per_class)
-    save_grid(pipe.sample(labels, seed=config.seed), rows=classes, path=path)
-    print(f"samples: {path}")
+    return grid_for_display(pipe.sample(labels, seed=config.seed), rows=classes)

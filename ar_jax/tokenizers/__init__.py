@@ -1,0 +1,1 @@
+"""Image <-> token grids: pixels, VQ."""
