@@ -1,0 +1,22 @@
+"""The quickstart notebook runs top to bottom (on a shortened training run)."""
+
+import os
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_quickstart_notebook_executes(tmp_path, monkeypatch):
+    monkeypatch.setenv("AR_JAX_ROOT", str(ROOT))
+    monkeypatch.setenv("AR_JAX_QUICKSTART_STEPS", "20")
+    monkeypatch.setenv("AR_JAX_QUICKSTART_WORKDIR", str(tmp_path / "run"))
+    monkeypatch.delenv("LLAMAGEN_GPT", raising=False)
+    nb = nbformat.read(ROOT / "notebooks/quickstart.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs)
+    assert (tmp_path / "run/samples.png").exists() and (tmp_path / "run/completions.png").exists()
+    assert os.environ["AR_JAX_QUICKSTART_STEPS"] == "20"
