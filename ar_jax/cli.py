@@ -18,6 +18,18 @@ def _split(argv: list[str], parser: argparse.ArgumentParser) -> tuple[argparse.N
     return args, rest
 
 
+def _friendly(main):
+    """Report a ValueError (bad config, labels, paths, ...) as one line and exit 2, without a traceback."""
+    def run(argv: list[str] | None = None) -> None:
+        try:
+            main(argv)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+    return run
+
+
+@_friendly
 def train_main(argv: list[str] | None = None) -> None:
     from ar_jax.config import apply_overrides, load_config_file
     from ar_jax.training import train_and_evaluate
@@ -30,6 +42,7 @@ def train_main(argv: list[str] | None = None) -> None:
     train_and_evaluate(config, args.workdir)
 
 
+@_friendly
 def sample_main(argv: list[str] | None = None) -> None:
     import jax  # noqa: F401 - imported before work so that errors above come first
 
