@@ -279,7 +279,7 @@ def init_params(cfg: VQConfig, rng: Array, image_size: int = 32) -> Any:
     cfg.validate()
     image_size = max(image_size, cfg.downsample)
     x = jnp.zeros((1, image_size, image_size, cfg.in_channels), jnp.float32)
-    return VQModel(cfg).init(rng, x)["params"]
+    return jax.jit(VQModel(cfg).init)(rng, x)["params"]
 
 
 def param_shapes(cfg: VQConfig) -> Any:
