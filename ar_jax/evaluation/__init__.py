@@ -1,0 +1,1 @@
+"""Sample-quality and likelihood evaluation; import the modules (`metrics`, `features`, `likelihood`)."""
