@@ -125,11 +125,11 @@ def _fmt(args: Mapping[str, Any]) -> str:
 def _check_keys(sd: StateDict, expected: dict[str, tuple[int, ...]], used: str, hint: dict[str, Any],
                 loader: str) -> None:
     """ValueError naming each missing/extra key or mismatched shape, the args used and the args to try."""
-    problems = [f"missing key {k!r} (expected shape {s})" for k, s in expected.items() if k not in sd]
+    problems = [f"key {k!r} has shape {tuple(sd[k].shape)} in the checkpoint but the model args need {s}"
+                for k, s in expected.items() if k in sd and tuple(sd[k].shape) != s]
+    problems += [f"missing key {k!r} (expected shape {s})" for k, s in expected.items() if k not in sd]
     problems += [f"unexpected key {k!r} with shape {tuple(v.shape)}" for k, v in sd.items()
                  if k not in expected and not _IGNORED.search(k)]
-    problems += [f"key {k!r} has shape {tuple(sd[k].shape)} in the checkpoint but the model args need {s}"
-                 for k, s in expected.items() if k in sd and tuple(sd[k].shape) != s]
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         try_ = (f"The checkpoint looks like {_fmt(hint)}: try {loader}(path, {_fmt(hint)})." if hint else
@@ -176,10 +176,12 @@ def _gpt_hint(sd: StateDict, args: dict[str, Any]) -> dict[str, Any]:
     """The model args the checkpoint's shapes imply, where they differ from `args`."""
     hint: dict[str, Any] = {}
     if "tok_embeddings.weight" in sd:
-        hint["vocab_size"], hint["dim"] = sd["tok_embeddings.weight"].shape
+        hint["dim"] = sd["tok_embeddings.weight"].shape[1]
     layers = {int(m.group(1)) for k in sd if (m := re.match(r"layers\.(\d+)\.", k))}
     if layers:
         hint["n_layer"] = max(layers) + 1
+    if "tok_embeddings.weight" in sd:
+        hint["vocab_size"] = sd["tok_embeddings.weight"].shape[0]
     for name, p in GPT_PRESETS.items():
         if (p["dim"], p["n_layer"]) == (hint.get("dim"), hint.get("n_layer")):
             hint = {"preset": name, **{k: v for k, v in hint.items() if k not in p}}
@@ -326,6 +328,7 @@ def vq_params_from_state_dict(sd: StateDict, args: dict[str, Any], cfg: vqlib.VQ
     torch_shape = lambda s: (s[3], s[2], s[0], s[1]) if len(s) == 4 else s  # HWIO -> OIHW
     paths = {tuple(k.key for k in p): _vq_torch_key(tuple(k.key for k in p)) for p, _ in shapes}
     expected = {paths[tuple(k.key for k in p)]: torch_shape(tuple(leaf.shape)) for p, leaf in shapes}
+    expected = dict(sorted(expected.items(), key=lambda kv: not kv[0].startswith("quantize.")))  # codebook first
     used = _fmt({k: args[k] for k in ("codebook_size", "codebook_embed_dim", "ch", "encoder_ch_mult",
                                        "decoder_ch_mult", "z_channels", "num_res_blocks")})
     _check_keys(sd, expected, used, _vq_hint(sd, args), "load_vq")
