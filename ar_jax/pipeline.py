@@ -32,8 +32,7 @@ class ARPipeline:
         if unknown:
             raise ValueError(f"unknown sampling setting(s) {sorted(unknown)}; use temperature, top_k, top_p, "
                              "greedy, cfg_scale.")
-        return sampling.generate(self.params, self.model_config, labels, jax.random.key(seed), prefix=prefix,
-                                 **settings)
+        return self.model_config.generate(self.params, labels, jax.random.key(seed), prefix=prefix, **settings)
 
     def sample(self, labels: Any, seed: int = 0, **overrides: Any) -> np.ndarray:
         """uint8 images `[B, H, W, C]` of classes `labels [B]`; a fixed seed gives the same images."""

@@ -83,6 +83,29 @@ class TransformerConfig:
         """Longest sequence the model sees: class tokens + all image tokens."""
         return self.cls_token_num + self.seq_len
 
+    # The model-family protocol (shared with other families, e.g. PixelCNN): what training, evaluation and
+    # pipelines call, so that they never branch on the model class.
+    def init(self, rng: Array) -> tuple[Any, Any]:
+        """`(params, logical_axes)`."""
+        return init_params(self, rng)
+
+    def logical_axes(self) -> Any:
+        return param_logical_axes(self)
+
+    def token_nll(self, params: Any, tokens: Array, labels: Array, rng: Array | None = None) -> Array:
+        """Teacher-forced NLL in nats of each image token `[B, T]` (dropout on when rng is given)."""
+        logits, _ = Transformer(self).apply({"params": params}, tokens[:, :-1], labels, deterministic=rng is None,
+                                            rngs=None if rng is None else {"dropout": rng})
+        logits = logits[:, self.cls_token_num - 1:]  # [B, T, V]: position C-1+j predicts token j
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        return -jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
+
+    def generate(self, params: Any, labels: Any, rng: Array, **settings: Any) -> Array:
+        """Sampled tokens `[B, seq_len]` (see `ar_jax.sampling.generate` for the settings)."""
+        from ar_jax.sampling import generate
+
+        return generate(params, self, labels, rng, **settings)
+
     def validate(self) -> None:
         """Raise ValueError naming the bad field and the fix."""
         if self.dim % self.num_heads:
@@ -274,9 +297,9 @@ def init_params(cfg: TransformerConfig, rng: Array) -> tuple[Any, Any]:
     return nn.unbox(boxed), nn.get_partition_spec(boxed)
 
 
-def param_shapes(cfg: TransformerConfig) -> Any:
-    """Shapes/dtypes of the parameters, without allocating them."""
-    return jax.eval_shape(lambda r: init_params(cfg, r)[0], jax.random.key(0))
+def param_shapes(cfg: Any) -> Any:
+    """Shapes/dtypes of the parameters of any model family, without allocating them."""
+    return jax.eval_shape(lambda r: cfg.init(r)[0], jax.random.key(0))
 
 
 def param_logical_axes(cfg: TransformerConfig) -> Any:

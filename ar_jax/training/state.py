@@ -11,7 +11,7 @@ import ml_collections
 import optax
 
 from ar_jax import sharding
-from ar_jax.models.transformer import TransformerConfig, init_params, param_logical_axes
+from ar_jax.models.transformer import TransformerConfig
 
 
 @flax.struct.dataclass
@@ -43,7 +43,7 @@ def learning_rate(config: ml_collections.ConfigDict, step: int) -> float:
 
 def init_state(cfg: TransformerConfig, tx: optax.GradientTransformation, rng: jax.Array,
                ema: bool = False) -> TrainState:
-    params, _ = init_params(cfg, rng)
+    params, _ = cfg.init(rng)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       ema_params=jax.tree.map(jnp.copy, params) if ema else None)
 
@@ -52,7 +52,7 @@ def state_shardings(cfg: TransformerConfig, tx: optax.GradientTransformation, me
                     ema: bool = False) -> TrainState:
     """NamedShardings of the train state: parameters by their logical names, optimizer moments like them."""
     abstract = jax.eval_shape(lambda r: init_state(cfg, tx, r), jax.random.key(0))
-    params = sharding.tree_shardings(abstract.params, param_logical_axes(cfg), mesh)
+    params = sharding.tree_shardings(abstract.params, cfg.logical_axes(), mesh)
     rep = sharding.replicated(mesh)
     opt = optax.tree_map_params(tx, lambda _, sh: sh, abstract.opt_state, params,
                                 transform_non_params=lambda _: rep)

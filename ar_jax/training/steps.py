@@ -8,17 +8,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ar_jax.models.transformer import Transformer, TransformerConfig
+from ar_jax.models.transformer import TransformerConfig
 from ar_jax.training.state import TrainState
 
+ModelConfig = TransformerConfig  # or any model family with init / logical_axes / token_nll / generate / null_label
 
-def token_nll(params: Any, cfg: TransformerConfig, tokens: jax.Array, labels: jax.Array, *,
+
+def token_nll(params: Any, cfg: ModelConfig, tokens: jax.Array, labels: jax.Array, *,
               rng: jax.Array | None = None) -> jax.Array:
-    """Teacher-forced NLL in nats of each image token, `[B, T]` (dropout on when rng is given)."""
-    logits, _ = Transformer(cfg).apply({"params": params}, tokens[:, :-1], labels, deterministic=rng is None,
-                                       rngs=None if rng is None else {"dropout": rng})
-    logits = logits[:, cfg.cls_token_num - 1:]  # [B, T, V]: position C-1+j predicts token j
-    return optax.softmax_cross_entropy_with_integer_labels(logits, tokens)
+    """NLL in nats of each token `[B, T]` under any model family (dropout on when rng is given)."""
+    return cfg.token_nll(params, tokens, labels, rng)
 
 
 def loss_and_grads(params: Any, cfg: TransformerConfig, tokens: jax.Array, labels: jax.Array, rng: jax.Array | None,
