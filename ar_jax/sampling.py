@@ -2,8 +2,9 @@
 
 The cache `[layers, B, max_len, kv_heads, head_dim]` is allocated once and written in place. With
 classifier-free guidance the batch is `[conditional; unconditional]` (2B rows, null label for the
-second half) and both halves are fed the same guided token. Logits processing follows LlamaGen's
-order: temperature, then top-k, then top-p, then sample (or argmax when greedy).
+second half) and both halves are fed the same guided token. Logits processing (`ar_jax.processors`)
+follows LlamaGen's order: guidance (constant or scheduled over positions), repetition penalty, then,
+when sampling, temperature, top-k, top-p, min-p, typical; then sample (or argmax when greedy).
 """
 
 from __future__ import annotations
@@ -16,55 +17,35 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ar_jax import processors as proc
 from ar_jax.models.transformer import Transformer, TransformerConfig, init_cache
+from ar_jax.processors import guide, top_k_filter, top_p_filter  # noqa: F401  (public here too)
 
 Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
-    """How to turn logits into tokens. `top_k=0` and `top_p=1.0` switch those filters off."""
+    """How to turn logits into tokens. `top_k=0`, `top_p=1.0`, `min_p=0.0`, `typical_p=1.0` and
+    `repetition_penalty=1.0` switch those off; `cfg_scale` is a number or a `processors` schedule."""
 
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
     greedy: bool = False
-    cfg_scale: float = 1.0
+    cfg_scale: Any = 1.0
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repetition_penalty: float = 1.0
 
     def validate(self, vocab_size: int) -> None:
         """Raise ValueError naming the bad value and the fix; called before any compilation."""
         if not self.greedy and not self.temperature > 0:
             raise ValueError(f"temperature={self.temperature} must be > 0; for deterministic decoding "
                              "pass greedy=True instead.")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p={self.top_p} must be in (0, 1]; use 1.0 to switch nucleus sampling off.")
-        if int(self.top_k) != self.top_k or not 0 <= self.top_k <= vocab_size:
-            raise ValueError(f"top_k={self.top_k} must be an integer in [0, vocab_size={vocab_size}]; "
-                             "use 0 to switch top-k off.")
-        if not np.isfinite(self.cfg_scale):
-            raise ValueError(f"cfg_scale={self.cfg_scale} must be finite; use 1.0 for no guidance.")
-
-
-def top_k_filter(logits: Array, k: int) -> Array:
-    """Keep the k largest logits `[B, V]` (ties at the k-th value kept), others to -inf."""
-    kth = jax.lax.top_k(logits, k)[0][..., -1:]
-    return jnp.where(logits < kth, -jnp.inf, logits)
-
-
-def top_p_filter(logits: Array, p: Array | float) -> Array:
-    """Keep the smallest set of most likely tokens whose probability reaches p; others to -inf."""
-    sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
-    before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each sorted token
-    keep = before < p
-    cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
-    return jnp.where(logits < cutoff, -jnp.inf, logits)
-
-
-def guide(logits: Array, cfg_scale: Array | float) -> Array:
-    """CFG on a `[2B, ...]` batch `[cond; uncond]`: `u + s * (c - u)` -> `[B, ...]`."""
-    cond, uncond = jnp.split(logits, 2, axis=0)
-    return uncond + cfg_scale * (cond - uncond)
+        proc.check_warpers(vocab_size, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p,
+                           typical_p=self.typical_p, repetition_penalty=self.repetition_penalty)
+        proc.as_schedule(self.cfg_scale)
 
 
 def sample_token(logits: Array, rng: Array, temperature: Array | float, top_p: Array | float, *,
@@ -83,36 +64,49 @@ def sample_token(logits: Array, rng: Array, temperature: Array | float, top_p: A
 @functools.partial(jax.jit, static_argnames=("cfg", "top_k", "use_top_p", "greedy", "use_cfg",
                                              "keep_logits"))
 def _generate(params: Any, labels: Array, prefix: Array, rng: Array, temperature: Array, top_p: Array,
-              cfg_scale: Array, *, cfg: TransformerConfig, top_k: int, use_top_p: bool, greedy: bool,
-              use_cfg: bool, keep_logits: bool) -> tuple[Array, Array | None]:
-    """Returns tokens `[B, seq_len]` and (if keep_logits) the logits each was drawn from `[B, T - P, V]`."""
+              cfg_scale: Any, adjust: tuple = (), warp: tuple = (), *, cfg: TransformerConfig, top_k: int,
+              use_top_p: bool, greedy: bool, use_cfg: bool, keep_logits: bool) -> tuple[Array, Array | None]:
+    """Returns tokens `[B, seq_len]` and (if keep_logits) the logits each was chosen from `[B, T - P, V]`.
+
+    `cfg_scale` is a traced number or a `processors` schedule; `adjust` holds extra adjusters (run after
+    guidance, also when greedy; these logits are the ones kept), `warp` extra warpers (after top-p).
+    """
     model = Transformer(cfg)
     B, P = prefix.shape
     C, T = cfg.cls_token_num, cfg.seq_len
     if use_cfg:
         labels = jnp.concatenate([labels, jnp.full_like(labels, cfg.null_label)])
         prefix = jnp.concatenate([prefix, prefix])
+        schedule = cfg_scale if isinstance(cfg_scale, proc.Schedule) else proc.Constant(cfg_scale)
+        adjust = (proc.Guidance(schedule),) + tuple(adjust)
+    if not greedy:
+        warp = proc.warpers(temperature, top_k=top_k, top_p=top_p if use_top_p else None) + tuple(warp)
+    sampler = proc.Greedy() if greedy else proc.Categorical()
+    counts = proc.count_tokens(prefix[:B], cfg.vocab_size) if proc.needs_counts(adjust + warp) else None
     cache = init_cache(cfg, labels.shape[0], C + T - 1)
     logits, cache = model.apply({"params": params}, prefix, labels, start=0, cache=cache)
     logits = logits[:, -1]
 
-    def pick(logits, key):
-        if use_cfg:
-            logits = guide(logits, cfg_scale)
-        tok = sample_token(logits, key, temperature, top_p, top_k=top_k, use_top_p=use_top_p, greedy=greedy)
-        return tok, logits
+    def pick(logits, pos, counts, key):
+        ctx = proc.Context(pos, T, counts)
+        logits = proc.apply(adjust, logits, ctx)
+        tok = sampler(proc.apply(() if greedy else warp, logits, ctx), key)
+        if counts is not None:
+            counts = counts + jax.nn.one_hot(tok, cfg.vocab_size, dtype=jnp.int32)
+        return tok, logits, counts
 
     def step(carry, inp):
-        cache, logits = carry
+        cache, logits, counts = carry
         pos, key = inp
-        tok, used = pick(logits, key)
+        tok, used, counts = pick(logits, pos, counts, key)
         feed = jnp.concatenate([tok, tok]) if use_cfg else tok
         nxt, cache = model.apply({"params": params}, feed[:, None], None, start=C + pos, cache=cache)
-        return (cache, nxt[:, -1]), (tok, used if keep_logits else None)
+        return (cache, nxt[:, -1], counts), (tok, used if keep_logits else None)
 
     keys = jax.random.split(rng, T - P)
-    (cache, logits), (toks, used) = jax.lax.scan(step, (cache, logits), (jnp.arange(P, T - 1), keys[:-1]))
-    last, last_used = pick(logits, keys[-1])
+    (cache, logits, counts), (toks, used) = jax.lax.scan(step, (cache, logits, counts),
+                                                         (jnp.arange(P, T - 1), keys[:-1]))
+    last, last_used, _ = pick(logits, jnp.int32(T - 1), counts, keys[-1])
     toks = jnp.concatenate([toks, last[None]]).T  # [B, T - P]
     if keep_logits:
         used = jnp.concatenate([used, last_used[None]]).transpose(1, 0, 2)
@@ -136,13 +130,16 @@ def check_labels(labels: Any, cfg: TransformerConfig) -> np.ndarray:
 
 def generate(params: Any, cfg: TransformerConfig, labels: Any, rng: Array, *, prefix: Any = None,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
-             cfg_scale: float = 1.0, return_logits: bool = False) -> Array | tuple[Array, Array]:
+             cfg_scale: Any = 1.0, return_logits: bool = False, min_p: float = 0.0, typical_p: float = 1.0,
+             repetition_penalty: float = 1.0) -> Array | tuple[Array, Array]:
     """Sample image tokens `[B, cfg.seq_len]` for class `labels [B]`.
 
-    `prefix [B, P]` fixes the first P tokens (completion). Arguments are checked before compilation;
-    one compilation per (batch, prefix length, static sampling choices).
+    `prefix [B, P]` fixes the first P tokens (completion). `cfg_scale` is a number or a schedule over
+    positions (`processors.Constant`, `Linear`, `Interval`). `min_p`, `typical_p` filter like top-p;
+    `repetition_penalty` (CTRL's) discounts tokens already in the image, prefix included. Arguments
+    are checked before compilation; one compilation per (batch, prefix length, static sampling choices).
     """
-    sp = SamplingParams(temperature, top_k, top_p, greedy, cfg_scale)
+    sp = SamplingParams(temperature, top_k, top_p, greedy, cfg_scale, min_p, typical_p, repetition_penalty)
     sp.validate(cfg.vocab_size)
     labels = check_labels(labels, cfg)
     prefix = np.zeros((labels.shape[0], 0), np.int32) if prefix is None else np.asarray(prefix)
@@ -154,12 +151,17 @@ def generate(params: Any, cfg: TransformerConfig, labels: Any, rng: Array, *, pr
     if prefix.size and (prefix.min() < 0 or prefix.max() >= cfg.vocab_size):
         raise ValueError(f"prefix tokens must be in [0, vocab_size={cfg.vocab_size}), got "
                          f"{prefix.min()}..{prefix.max()}.")
-    use_cfg = cfg_scale != 1.0
+    use_cfg = proc.uses_guidance(cfg_scale)
     if use_cfg and not cfg.null_class:
         raise ValueError(f"cfg_scale={cfg_scale} needs a model trained with a null class (null_class=True); "
                          "use cfg_scale=1.0.")
+    schedule = proc.as_schedule(cfg_scale)
+    adjust = (proc.RepetitionPenalty(np.float32(repetition_penalty)),) if repetition_penalty != 1.0 else ()
+    warp = tuple(cls(np.float32(v)) for cls, v, on in ((proc.MinP, min_p, min_p > 0),
+                                                        (proc.Typical, typical_p, typical_p < 1)) if on)
     toks, used = _generate(params, jnp.asarray(labels), jnp.asarray(prefix, jnp.int32), rng,
-                           jnp.float32(max(temperature, 1e-5)), jnp.float32(top_p), jnp.float32(cfg_scale),
-                           cfg=cfg, top_k=int(top_k), use_top_p=top_p < 1.0, greedy=bool(greedy),
-                           use_cfg=use_cfg, keep_logits=return_logits)
+                           jnp.float32(max(temperature, 1e-5)), jnp.float32(top_p),
+                           schedule if isinstance(cfg_scale, proc.Schedule) else jnp.float32(cfg_scale),
+                           adjust, () if greedy else warp, cfg=cfg, top_k=int(top_k), use_top_p=top_p < 1.0,
+                           greedy=bool(greedy), use_cfg=use_cfg, keep_logits=return_logits)
     return (toks, used) if return_logits else toks
