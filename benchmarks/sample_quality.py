@@ -96,21 +96,25 @@ def main() -> None:
     pipe = ar_jax.load(args.workdir)
     data = get_dataset(pipe.config.data)
     extractor = feats.load_npz(args.extractor) if args.extractor else None
-    r = sample_quality(pipe, data, pipe.config.data.name, args.num_samples, args.seed, extractor,
-                       cache_dir=args.cache_dir)
-    s, f = r["samples"], r["real_test"]
-    print(f"run {args.workdir}: {s['n']} samples in {r['sample_seconds']:.1f} s; extractor {r['extractor']} "
+    weights = ["ema", "raw"] if pipe.config.get("ema_decay", 0.0) > 0 else ["raw"]
+    runs = {}
+    for w in weights:  # the same seed and labels for both, so only the weights differ
+        params = ar_jax.load(args.workdir, weights=w).params
+        runs[w] = sample_quality(pipe, data, pipe.config.data.name, args.num_samples, args.seed, extractor,
+                                 params=params, cache_dir=args.cache_dir)
+    r = runs[weights[0]]
+    f = r["real_test"]
+    print(f"run {args.workdir}: {r['samples']['n']} samples per weights; extractor {r['extractor']} "
           f"(test accuracy {r.get('classifier_test_accuracy', float('nan')):.3f}); reference: "
           f"{r['reference_images']} real training images")
-    print(f"{'measure':24s} {'samples':>10s} {'floor (real test)':>18s}")
+    print(f"{'measure':24s} " + " ".join(f"{w + ' weights':>12s}" for w in weights) + f" {'floor (real test)':>18s}")
     for name, label in [("fid", "FID (lower is better)"), ("inception_score", "Inception Score"),
                         ("precision", "precision (k=3)"), ("recall", "recall (k=3)"), ("n", "images")]:
-        print(f"{label:24s} {s[name]:10.4g} {f[name]:18.4g}")
+        print(f"{label:24s} " + " ".join(f"{runs[w]['samples'][name]:12.4g}" for w in weights) + f" {f[name]:18.4g}")
     if "class_consistency" in r:
-        print(f"{'class-consistency':24s} {r['class_consistency']:10.4g}")
-    print(json.dumps({"samples": s, "real_test_floor": f, **{k: v for k, v in r.items()
-                                                              if k not in ("samples", "real_test")}}))
-
+        print(f"{'class-consistency':24s} " + " ".join(f"{runs[w]['class_consistency']:12.4g}" for w in weights))
+    print(json.dumps({**{w: {**runs[w]["samples"], "class_consistency": runs[w].get("class_consistency")}
+                         for w in weights}, "real_test_floor": f, "extractor": r["extractor"]}))
 
 if __name__ == "__main__":
     main()
