@@ -56,8 +56,9 @@ def main(mode, root):
             mesh = sharding.make_mesh(c.mesh)
             cfg = builders.make_model_config(c)
             tx = make_optimizer(c)
-            target = jax.jit(functools.partial(init_state, cfg, tx), out_shardings=state_shardings(cfg, tx, mesh))(
-                jax.random.key(1))
+            ema = c.ema_decay > 0
+            target = jax.jit(functools.partial(init_state, cfg, tx, ema=ema),
+                             out_shardings=state_shardings(cfg, tx, mesh, ema=ema))(jax.random.key(1))
             ref_state = ref.restore(target)  # written on 1 device, restored onto this mesh
             got, want = flat(state.params), flat(ref_state.params)
             out[name] = {
