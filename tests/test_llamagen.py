@@ -59,6 +59,9 @@ def test_kv_cache_logits_and_greedy_tokens(gen, gpt_io):
     np.testing.assert_array_equal(tokens, gpt_io["greedy_tokens"])
     # top_k=1 sampling is greedy whatever the seed: the sampling arguments reach the sampler.
     np.testing.assert_array_equal(gen.sample(gpt_io["class_labels"], top_k=1, seed=3), gpt_io["greedy_tokens"])
+    # LlamaGen: cfg_scale <= 1 means no guidance; top_k beyond the vocabulary is clamped to it.
+    np.testing.assert_array_equal(gen.sample(gpt_io["class_labels"], cfg_scale=0.5, top_k=1000, greedy=True),
+                                  gpt_io["greedy_tokens"])
 
 
 def test_cfg4_greedy_tokens(gen, gpt_io):

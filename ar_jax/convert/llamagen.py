@@ -255,12 +255,14 @@ class LlamaGenGPT:
                return_logits: bool = False) -> Array | tuple[Array, Array]:
         """Image tokens `[B, block_size]` for class `labels [B]` through ar_jax's KV-cache sampler.
 
-        LlamaGen's order: CFG `u + s*(c - u)`, temperature, top-k, top-p. With `return_logits` also the
+        LlamaGen's conventions: guidance `u + s*(c - u)` only when `cfg_scale > 1` (<= 1 means none),
+        then temperature, top-k (clamped to the vocabulary), top-p. With `return_logits` also the
         (guided) logits each token was drawn from, `[B, block_size - P, V]`.
         """
         return sampling.generate(self.params, self.cfg, labels, jax.random.key(seed), prefix=prefix,
-                                 temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
-                                 cfg_scale=cfg_scale, return_logits=return_logits)
+                                 temperature=temperature, top_k=min(int(top_k), self.cfg.vocab_size), top_p=top_p,
+                                 greedy=greedy, cfg_scale=cfg_scale if cfg_scale > 1.0 else 1.0,
+                                 return_logits=return_logits)
 
 
 def load_gpt(path: str | os.PathLike | Mapping[str, Any], preset: str | None = None, **model_args: Any) -> LlamaGenGPT:

@@ -41,6 +41,11 @@ class VQConfig:
     norm_eps: float = 1e-6
     dtype: str = "float32"  # compute dtype; parameters stay float32
 
+    def __post_init__(self) -> None:  # lists (e.g. from JSON) -> tuples, so the config stays hashable
+        object.__setattr__(self, "ch_mult", tuple(self.ch_mult))
+        if self.decoder_ch_mult is not None:
+            object.__setattr__(self, "decoder_ch_mult", tuple(self.decoder_ch_mult))
+
     def replace(self, **kw: Any) -> VQConfig:
         return dataclasses.replace(self, **kw)
 
@@ -63,17 +68,22 @@ class VQConfig:
         if bad:
             raise ValueError(f"GroupNorm with norm_groups={self.norm_groups} needs every width ch*ch_mult to be "
                              f"a multiple of it; widths {bad} are not (ch={self.ch}, ch_mult={self.ch_mult}).")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype={self.dtype!r} must be 'float32', 'bfloat16' or 'float16'.")
         if min(self.codebook_size, self.codebook_embed_dim, self.ch, self.z_channels, self.num_res_blocks) < 1:
             raise ValueError("codebook_size, codebook_embed_dim, ch, z_channels and num_res_blocks must be >= 1.")
 
 
-def _conv(features: int, kernel: int, name: str | None = None, stride: int = 1, padding: Any = None) -> nn.Conv:
+def _conv(cfg: VQConfig, features: int, kernel: int, name: str | None = None, stride: int = 1,
+          padding: Any = None) -> nn.Conv:
     pad = kernel // 2 if padding is None else padding
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=pad, name=name)
+    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=pad, dtype=jnp.dtype(cfg.dtype),
+                   name=name)
 
 
 def _norm(cfg: VQConfig, name: str) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=cfg.norm_groups, epsilon=cfg.norm_eps, use_fast_variance=False, name=name)
+    return nn.GroupNorm(num_groups=cfg.norm_groups, epsilon=cfg.norm_eps, use_fast_variance=False,
+                        dtype=jnp.dtype(cfg.dtype), name=name)
 
 
 class ResnetBlock(nn.Module):
@@ -84,12 +94,12 @@ class ResnetBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, deterministic: bool = True) -> Array:
-        h = _conv(self.out_ch, 3, "conv1")(nn.swish(_norm(self.cfg, "norm1")(x)))
+        h = _conv(self.cfg, self.out_ch, 3, "conv1")(nn.swish(_norm(self.cfg, "norm1")(x)))
         h = nn.swish(_norm(self.cfg, "norm2")(h))
         h = nn.Dropout(self.cfg.dropout)(h, deterministic=deterministic)
-        h = _conv(self.out_ch, 3, "conv2")(h)
+        h = _conv(self.cfg, self.out_ch, 3, "conv2")(h)
         if x.shape[-1] != self.out_ch:
-            x = _conv(self.out_ch, 1, "nin_shortcut")(x)
+            x = _conv(self.cfg, self.out_ch, 1, "nin_shortcut")(x)
         return x + h
 
 
@@ -102,28 +112,32 @@ class AttnBlock(nn.Module):
     def __call__(self, x: Array) -> Array:
         B, H, W, C = x.shape
         h = _norm(self.cfg, "norm")(x)
-        q, k, v = (_conv(C, 1, n)(h).reshape(B, H * W, C) for n in ("q", "k", "v"))
-        w = jax.nn.softmax(jnp.einsum("bic,bjc->bij", q, k) * C ** -0.5, axis=-1)  # [B, HW, HW]
-        h = jnp.einsum("bij,bjc->bic", w, v).reshape(B, H, W, C)
-        return x + _conv(C, 1, "proj_out")(h)
+        q, k, v = (_conv(self.cfg, C, 1, n)(h).reshape(B, H * W, C) for n in ("q", "k", "v"))
+        w = jnp.einsum("bic,bjc->bij", q, k, preferred_element_type=jnp.float32) * C ** -0.5  # [B, HW, HW]
+        h = jnp.einsum("bij,bjc->bic", jax.nn.softmax(w, axis=-1).astype(v.dtype), v).reshape(B, H, W, C)
+        return x + _conv(self.cfg, C, 1, "proj_out")(h)
 
 
 class Downsample(nn.Module):
     """Zero-pad right and bottom by one, then a stride-2 3x3 conv: `[B, H, W, C] -> [B, H/2, W/2, C]`."""
 
+    cfg: VQConfig
+
     @nn.compact
     def __call__(self, x: Array) -> Array:
         x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
-        return _conv(x.shape[-1], 3, "conv", stride=2, padding=0)(x)
+        return _conv(self.cfg, x.shape[-1], 3, "conv", stride=2, padding=0)(x)
 
 
 class Upsample(nn.Module):
     """Nearest-neighbour x2, then a 3x3 conv: `[B, H, W, C] -> [B, 2H, 2W, C]`."""
 
+    cfg: VQConfig
+
     @nn.compact
     def __call__(self, x: Array) -> Array:
         x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-        return _conv(x.shape[-1], 3, "conv")(x)
+        return _conv(self.cfg, x.shape[-1], 3, "conv")(x)
 
 
 class _Level(nn.Module):
@@ -142,9 +156,9 @@ class _Level(nn.Module):
             if self.attn:
                 x = AttnBlock(self.cfg, name=f"attn_{i}")(x)
         if self.resample == "down":
-            x = Downsample(name="downsample")(x)
+            x = Downsample(self.cfg, name="downsample")(x)
         elif self.resample == "up":
-            x = Upsample(name="upsample")(x)
+            x = Upsample(self.cfg, name="upsample")(x)
         return x
 
 
@@ -162,13 +176,13 @@ class Encoder(nn.Module):
     @nn.compact
     def __call__(self, x: Array, deterministic: bool = True) -> Array:
         cfg, n = self.cfg, len(self.cfg.ch_mult)
-        x = _conv(cfg.ch, 3, "conv_in")(x.astype(jnp.dtype(cfg.dtype)))
+        x = _conv(cfg, cfg.ch, 3, "conv_in")(x)
         for i, m in enumerate(cfg.ch_mult):
             last = i == n - 1
             x = _Level(cfg, cfg.ch * m, cfg.num_res_blocks, attn=last, resample=None if last else "down",
                        name=f"conv_blocks_{i}")(x, deterministic)
         x = _mid(cfg, x, x.shape[-1], deterministic)
-        return _conv(cfg.z_channels, 3, "conv_out")(nn.swish(_norm(cfg, "norm_out")(x)))
+        return _conv(cfg, cfg.z_channels, 3, "conv_out")(nn.swish(_norm(cfg, "norm_out")(x)))
 
 
 class Decoder(nn.Module):
@@ -180,12 +194,12 @@ class Decoder(nn.Module):
     def __call__(self, z: Array, deterministic: bool = True) -> Array:
         cfg, mult = self.cfg, self.cfg.dec_ch_mult
         width = cfg.ch * mult[-1]
-        x = _conv(width, 3, "conv_in")(z)
+        x = _conv(cfg, width, 3, "conv_in")(z)
         x = _mid(cfg, x, width, deterministic)
         for i, m in enumerate(reversed(mult)):
             x = _Level(cfg, cfg.ch * m, cfg.num_res_blocks + 1, attn=i == 0,
                        resample="up" if i != len(mult) - 1 else None, name=f"conv_blocks_{i}")(x, deterministic)
-        return _conv(cfg.out_channels, 3, "conv_out")(nn.swish(_norm(cfg, "norm_out")(x)))
+        return _conv(cfg, cfg.out_channels, 3, "conv_out")(nn.swish(_norm(cfg, "norm_out")(x)))
 
 
 def l2_normalize(x: Array, eps: float = 1e-12) -> Array:
@@ -253,8 +267,8 @@ class VQModel(nn.Module):
         cfg = self.cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
-        self.quant_conv = _conv(cfg.codebook_embed_dim, 1)
-        self.post_quant_conv = _conv(cfg.z_channels, 1)
+        self.quant_conv = _conv(cfg, cfg.codebook_embed_dim, 1)
+        self.post_quant_conv = _conv(cfg, cfg.z_channels, 1)
         self.quantize = VectorQuantizer(cfg)
 
     def encode(self, images: Array, deterministic: bool = True) -> tuple[Array, Array, dict[str, Array]]:
