@@ -152,11 +152,13 @@ def test_reference_matches_the_fixture(gpt_io):
     assert np.abs(ref - gpt_io["tf_logits"]).max() <= 1e-5
 
 
-@pytest.mark.parametrize("n_kv_head", [2, 1])
-def test_grouped_query_generation(n_kv_head):
-    sd = random_gpt_state_dict(n_kv_head=n_kv_head)
-    args = dict(dim=32, n_layer=2, n_head=4, n_kv_head=n_kv_head, vocab_size=24, block_size=16, num_classes=5,
-                multiple_of=32)
+# The second case also moves every other computation-changing ModelArgs field off its default.
+@pytest.mark.parametrize("n_kv_head, extra, hidden", [
+    (2, dict(multiple_of=32), 96),  # find_multiple(int(2 * 4 * 32 / 3) = 85, 32)
+    (1, dict(multiple_of=64, ffn_dim_multiplier=1.6, rope_base=500.0, norm_eps=1e-3), 192)])  # int(1.6 * 85) = 136
+def test_grouped_query_generation(n_kv_head, extra, hidden):
+    sd = random_gpt_state_dict(n_kv_head=n_kv_head, hidden=hidden)
+    args = dict(dim=32, n_layer=2, n_head=4, n_kv_head=n_kv_head, vocab_size=24, block_size=16, num_classes=5, **extra)
     gen = llamagen.load_gpt(sd, **args)
     assert gen.params["layers_0"]["attention"]["wk"].shape == (32, n_kv_head, 8)
     labels = np.array([1, 4])
@@ -165,7 +167,8 @@ def test_grouped_query_generation(n_kv_head):
     assert np.abs(np.asarray(cached) - tf).max() <= 1e-5  # cache path == teacher forcing
     np.testing.assert_array_equal(tokens, tf.argmax(-1))
     assert len(np.unique(tokens)) > 2 and tf.std() > 0.1  # not a degenerate model
-    ref = reference_logits(sd, np.asarray(tokens[:, :-1]), labels, n_head=4, n_kv_head=n_kv_head, block_size=16)
+    ref = reference_logits(sd, np.asarray(tokens[:, :-1]), labels, n_head=4, n_kv_head=n_kv_head, block_size=16,
+                           eps=extra.get("norm_eps", 1e-5), base=extra.get("rope_base", 10000.0))
     assert np.abs(ref - tf).max() <= 1e-5  # heads grouped as LlamaGen's repeat_interleave
     with pytest.raises(ValueError, match=f"n_kv_head={n_kv_head}"):
         llamagen.load_gpt(sd, **{**args, "n_kv_head": None})

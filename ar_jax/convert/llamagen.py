@@ -101,7 +101,7 @@ def _load_safetensors(path: str) -> StateDict:
 def _resolve(kind: str, defaults: dict[str, Any], presets: dict[str, dict[str, Any]], preset: str | None,
              model_args: dict[str, Any]) -> dict[str, Any]:
     """LlamaGen's defaults, then the preset, then the caller's model args; unknown names refused."""
-    unknown = sorted(set(model_args) - set(defaults) - {"ch_mult"})
+    unknown = sorted(set(model_args) - set(defaults) - ({"ch_mult"} if kind == "VQ" else set()))
     if unknown:
         raise ValueError(f"unknown {kind} model args {unknown}; LlamaGen's are {sorted(defaults)}.")
     args = dict(defaults)
@@ -223,8 +223,8 @@ class LlamaGenGPT:
     """A converted LlamaGen c2i GPT: `cfg` and `params` of ar_jax's Transformer, plus the model args."""
 
     cfg: TransformerConfig
-    params: Any
-    model_args: dict[str, Any]
+    params: Any = dataclasses.field(repr=False)
+    model_args: dict[str, Any] = dataclasses.field(repr=False)
 
     def __post_init__(self) -> None:
         self._apply = jax.jit(Transformer(self.cfg).apply)
@@ -349,8 +349,8 @@ class LlamaGenVQ:
     """A converted LlamaGen VQModel: `cfg` and `params` of ar_jax's VQModel, plus the model args."""
 
     cfg: vqlib.VQConfig
-    params: Any
-    model_args: dict[str, Any]
+    params: Any = dataclasses.field(repr=False)
+    model_args: dict[str, Any] = dataclasses.field(repr=False)
 
     def _images(self, images: Any) -> Array:
         images = np.asarray(images)
