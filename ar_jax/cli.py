@@ -50,15 +50,29 @@ def sample_main(argv: list[str] | None = None) -> None:
     from ar_jax.images import save_grid
     from ar_jax.pipeline import ARPipeline, load
 
-    parser = argparse.ArgumentParser(description="Sample images from a trained ar_jax workdir.")
-    parser.add_argument("--workdir", required=True)
+    parser = argparse.ArgumentParser(description="Sample images from a trained ar_jax workdir or LlamaGen checkpoints.")
+    parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", required=True, help="file.png (a grid, one row per class) or file.npz")
     parser.add_argument("--labels", default=None, help="comma-separated class ids (default: every class)")
     parser.add_argument("--per_class", type=int, default=None, help="samples per class (default: config's)")
     parser.add_argument("--seed", type=int, default=0)
+    g = parser.add_argument_group("LlamaGen checkpoints (instead of --workdir)")
+    g.add_argument("--llamagen_gpt", default=None, help="a LlamaGen c2i GPT checkpoint (.pt or .safetensors)")
+    g.add_argument("--llamagen_vq", default=None, help="its VQ tokenizer checkpoint (omit to write tokens to .npz)")
+    g.add_argument("--llamagen_preset", default="GPT-B", help="GPT-B, GPT-L, GPT-XL, ...")
+    g.add_argument("--llamagen_args", default="{}", help='JSON of LlamaGen ModelArgs, e.g. \'{"block_size": 576}\'')
+    g.add_argument("--llamagen_vq_args", default="{}", help="JSON of LlamaGen VQ ModelArgs")
+    g.add_argument("--cfg_scale", type=float, default=4.0, help="LlamaGen's default 4.0")
+    g.add_argument("--top_k", type=int, default=2000, help="LlamaGen's c2i default 2000")
+    g.add_argument("--top_p", type=float, default=1.0)
+    g.add_argument("--temperature", type=float, default=1.0)
     args, overrides = _split(sys.argv[1:] if argv is None else argv, parser)
     if not args.out.endswith((".png", ".npz")):
         parser.error(f"--out={args.out!r} must end in .png or .npz")
+    if args.llamagen_gpt:
+        return _sample_llamagen(args)
+    if not args.workdir:
+        parser.error("pass --workdir (a trained run) or --llamagen_gpt (a LlamaGen checkpoint)")
     pipe = load(args.workdir)
     if overrides:
         pipe = ARPipeline(apply_overrides(pipe.config, overrides), pipe.params)
@@ -69,6 +83,39 @@ def sample_main(argv: list[str] | None = None) -> None:
     images = pipe.sample(labels, seed=args.seed)
     if args.out.endswith(".npz"):
         np.savez(args.out, images=images, labels=labels)
+    else:
+        save_grid(images, rows=len(classes), path=args.out)
+    print(f"wrote {len(images)} samples to {args.out}")
+
+
+def _sample_llamagen(args: argparse.Namespace) -> None:
+    """Class-conditional samples from released LlamaGen checkpoints, with LlamaGen's sampling defaults."""
+    import json
+    import math
+
+    from ar_jax.convert import llamagen
+    from ar_jax.images import save_grid
+
+    gen = llamagen.load_gpt(args.llamagen_gpt, preset=args.llamagen_preset, **json.loads(args.llamagen_args))
+    vq = llamagen.load_vq(args.llamagen_vq, **json.loads(args.llamagen_vq_args)) if args.llamagen_vq else None
+    if vq is not None and vq.cfg.codebook_size != gen.cfg.vocab_size:
+        raise ValueError(f"the GPT's vocab_size={gen.cfg.vocab_size} differs from the VQ's codebook_size="
+                         f"{vq.cfg.codebook_size}: pass the VQ this GPT was trained on (or --llamagen_vq_args).")
+    classes = [int(x) for x in args.labels.split(",")] if args.labels else [207, 360, 387, 974, 88, 979, 417, 279]
+    labels = np.repeat(np.asarray(classes, np.int32), args.per_class or 1)
+    tokens = np.asarray(gen.sample(labels, cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k,
+                                   top_p=args.top_p, seed=args.seed))
+    if vq is None:
+        if not args.out.endswith(".npz"):
+            raise ValueError("without --llamagen_vq only tokens can be written: use --out tokens.npz.")
+        np.savez(args.out, tokens=tokens, labels=labels)
+        print(f"wrote {len(tokens)} token grids to {args.out}")
+        return
+    side = math.isqrt(tokens.shape[1])
+    images = np.asarray(vq.decode(tokens.reshape(-1, side, side)))
+    images = np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    if args.out.endswith(".npz"):
+        np.savez(args.out, images=images, labels=labels, tokens=tokens)
     else:
         save_grid(images, rows=len(classes), path=args.out)
     print(f"wrote {len(images)} samples to {args.out}")
