@@ -108,14 +108,11 @@ def test_repetition_penalty_sees_prefix_and_generated_tokens(small):
     assert (np.asarray(plain) != toks).any()  # the penalty changed the choices
 
 
-def test_min_p_one_is_greedy_and_filters_change_samples(small):
+def test_min_p_one_is_greedy(small):
     cfg, params = small
     labels = np.arange(3).repeat(2)
     greedy = generate(params, cfg, labels, jax.random.key(0), greedy=True)
     np.testing.assert_array_equal(generate(params, cfg, labels, jax.random.key(5), min_p=1.0), greedy)
-    plain = generate(params, cfg, labels, jax.random.key(5), temperature=2.0)
-    typical = generate(params, cfg, labels, jax.random.key(5), temperature=2.0, typical_p=0.3)
-    assert (np.asarray(plain) != np.asarray(typical)).any()
 
 
 def test_new_values_share_one_compilation(small):
