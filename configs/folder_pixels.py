@@ -31,6 +31,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.tokenizer.levels = 8  # colour levels per channel (values 0..255 rounded to 8 steps)
 
     c.model = ml_collections.ConfigDict()
+    c.model.family = "transformer"  # model family: "transformer" or "pixelcnn" (configs/digits_pixelcnn.py)
     c.model.dim = 128  # residual width
     c.model.num_layers = 4
     c.model.num_heads = 4
