@@ -1,0 +1,72 @@
+"""ImageGPT palette tokenizer: k-means distortion never rises, nearest-centroid round trip, interface, seeds."""
+
+import jax
+import numpy as np
+import pytest
+
+from ar_jax.models.pixelcnn import PixelCNNConfig
+from ar_jax.tokenizers.palette import PaletteTokenizer, fit_palette
+
+
+def clustered_images(n=12, h=6, w=6, seed=0):
+    """uint8 `[n, h, w, 3]`: pixels near 5 well-separated colours, plus noise."""
+    rng = np.random.default_rng(seed)
+    colours = np.array([[20, 20, 20], [230, 30, 30], [30, 200, 40], [40, 40, 220], [240, 240, 200]])
+    idx = rng.integers(0, len(colours), (n, h, w))
+    return np.clip(colours[idx] + rng.normal(0, 12, (n, h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("init", ["kmeans++", "random"])
+def test_kmeans_distortion_never_rises(init):
+    images = np.random.default_rng(1).integers(0, 256, (8, 8, 8, 3)).astype(np.uint8)  # no clear clusters
+    _, distortion = fit_palette(images, k=9, seed=3, iters=15, init=init)
+    assert distortion.shape == (15,)
+    steps = np.diff(distortion)
+    assert (steps <= 1e-4 * distortion[:-1]).all(), distortion  # float32 round-off only
+    assert distortion[-1] < 0.9 * distortion[0]
+
+
+def test_kmeans_plus_plus_finds_separated_clusters():
+    palette, distortion = fit_palette(clustered_images(), k=5, seed=0, iters=10)
+    assert distortion[-1] < 12 ** 2 * 3 * 1.2  # about the noise variance: every cluster found
+    assert palette.shape == (5, 3) and palette.dtype == np.float32
+
+
+def test_round_trip_maps_each_pixel_to_its_nearest_centroid():
+    images = clustered_images(seed=2)
+    tok = PaletteTokenizer.fit(images, k=7, seed=1)
+    tokens = tok.encode(images)
+    assert tokens.shape == (12, 36) and tokens.dtype == np.int32
+    pix = images.reshape(-1, 3).astype(np.float64)
+    nearest = ((pix[:, None] - tok.palette[None].astype(np.float64)) ** 2).sum(-1).argmin(-1)
+    np.testing.assert_array_equal(tokens.reshape(-1), nearest)
+    decoded = tok.decode(tokens)
+    assert decoded.shape == images.shape and decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded.reshape(-1, 3), np.round(tok.palette[nearest]).astype(np.uint8))
+    np.testing.assert_array_equal(tok.encode(decoded), tokens)  # palette colours encode to themselves
+
+
+def test_interface_seed_and_errors():
+    images = clustered_images()
+    tok = PaletteTokenizer.fit(images, k=6, seed=4)
+    assert (tok.vocab_size, tok.seq_len, tok.grid, tok.image_shape) == (6, 36, (6, 6), (6, 6, 3))
+    np.testing.assert_array_equal(tok.palette, PaletteTokenizer.fit(images, k=6, seed=4).palette)
+    with pytest.raises(ValueError, match="uint8"):
+        tok.encode(images.astype(np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        tok.encode(images[:, :4])
+    with pytest.raises(ValueError, match="vocab_size=6"):
+        tok.decode(np.full((1, 36), 6))
+    with pytest.raises(ValueError, match="k=0"):
+        fit_palette(images, k=0)
+
+
+def test_pixelcnn_models_palette_tokens():
+    tok = PaletteTokenizer.fit(clustered_images(), k=5, seed=0)
+    rows, per_row = tok.grid
+    cfg = PixelCNNConfig(vocab_size=tok.vocab_size, token_shape=(rows, per_row, 1), num_classes=0, features=8,
+                         num_layers=2, first_kernel_size=3, embed_dim=4)
+    params, _ = cfg.init(jax.random.key(0))
+    tokens = tok.encode(clustered_images(n=2))
+    assert cfg.token_nll(params, tokens, np.zeros(2, np.int32)).shape == (2, 36)
+    assert tok.decode(np.asarray(cfg.generate(params, [0, 0], jax.random.key(1)))).shape == (2, 6, 6, 3)
