@@ -68,5 +68,4 @@ def test_pixelcnn_models_palette_tokens():
                          num_layers=2, first_kernel_size=3, embed_dim=4)
     params, _ = cfg.init(jax.random.key(0))
     tokens = tok.encode(clustered_images(n=2))
-    assert cfg.token_nll(params, tokens, np.zeros(2, np.int32)).shape == (2, 36)
-    assert tok.decode(np.asarray(cfg.generate(params, [0, 0], jax.random.key(1)))).shape == (2, 6, 6, 3)
+    assert jax.jit(cfg.token_nll)(params, tokens, np.zeros(2, np.int32)).shape == (2, 36)

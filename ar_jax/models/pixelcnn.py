@@ -63,7 +63,7 @@ class PixelCNNConfig:
     def init(self, rng: Array) -> tuple[Any, Any]:
         """`(params, logical_axes)`."""
         self.validate()
-        boxed = _init_boxed(self, rng)
+        boxed = jax.jit(functools.partial(_init_boxed, self))(rng)  # one compilation, not op by op
         return nn.unbox(boxed), nn.get_partition_spec(boxed)
 
     def logical_axes(self) -> Any:
