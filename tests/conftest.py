@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-import jax
-import pytest
+import os
+import tempfile
 
-from ar_jax.config import load_config_file
-from ar_jax.models.transformer import TransformerConfig, init_params
+# One persistent XLA compilation cache for the whole run, shared with the subprocesses tests start (they inherit
+# the environment): the same smoke train step and sampler are otherwise compiled again in every process.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "ar_jax_test_xla_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from ar_jax.config import load_config_file  # noqa: E402
+from ar_jax.models.transformer import TransformerConfig, init_params  # noqa: E402
 
 
 def make_test_model(**overrides):

@@ -90,7 +90,7 @@ def main(mode, root):
     elif mode == "restore":
         import ar_jax
 
-        pipe = ar_jax.load(root / "mesh_2_2_2")
+        pipe = ar_jax.load(root / "mesh_2_2_2", weights="raw")
         saved = np.load(root / "mesh_2_2_2_params.npz")
         got = flat(pipe.params)
         out["restore_max_abs_diff"] = max(float(np.abs(got[k] - saved[k]).max()) for k in saved.files)
