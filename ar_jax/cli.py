@@ -56,6 +56,7 @@ def sample_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--labels", default=None, help="comma-separated class ids (default: every class)")
     parser.add_argument("--per_class", type=int, default=None, help="samples per class (default: config's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch_size", type=int, default=256, help="images per compiled sampling call")
     g = parser.add_argument_group("LlamaGen checkpoints (instead of --workdir)")
     g.add_argument("--llamagen_gpt", default=None, help="a LlamaGen c2i GPT checkpoint (.pt or .safetensors)")
     g.add_argument("--llamagen_vq", default=None, help="its VQ tokenizer checkpoint (omit to write tokens to .npz)")
@@ -80,12 +81,28 @@ def sample_main(argv: list[str] | None = None) -> None:
     all_classes = list(range(max(pipe.config.data.num_classes, 1)))
     classes = [int(x) for x in args.labels.split(",")] if args.labels else all_classes
     labels = np.repeat(np.asarray(classes, np.int32), per_class)
-    images = pipe.sample(labels, seed=args.seed)
+    images = _sample_in_batches(pipe, labels, args.seed, args.batch_size)
     if args.out.endswith(".npz"):
         np.savez(args.out, images=images, labels=labels)
     else:
         save_grid(images, rows=len(classes), path=args.out)
     print(f"wrote {len(images)} samples to {args.out}")
+
+
+def _sample_in_batches(pipe: object, labels: np.ndarray, seed: int, batch_size: int) -> np.ndarray:
+    """Sample `labels` in batches of at most `batch_size` (one compilation: the last batch is padded), with a
+    progress bar; batch i uses seed `seed + i`."""
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"--batch_size={batch_size} must be >= 1.")
+    bs = min(batch_size, len(labels))
+    out = []
+    for i, start in enumerate(tqdm(range(0, len(labels), bs), desc="sample", unit="batch", disable=len(labels) <= bs)):
+        chunk = labels[start:start + bs]
+        padded = np.concatenate([chunk, np.repeat(chunk[:1], bs - len(chunk))])
+        out.append(pipe.sample(padded, seed=seed + i)[: len(chunk)])
+    return np.concatenate(out)
 
 
 def _sample_llamagen(args: argparse.Namespace) -> None:

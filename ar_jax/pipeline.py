@@ -28,10 +28,10 @@ class ARPipeline:
     def sample_tokens(self, labels: Any, seed: int = 0, prefix: Any = None, **overrides: Any) -> jax.Array:
         """Image tokens `[B, seq_len]`; sampling settings default to `config.sampling`."""
         settings = {**self.config.sampling.to_dict(), **overrides}
-        unknown = set(settings) - {"temperature", "top_k", "top_p", "greedy", "cfg_scale"}
+        known = {"temperature", "top_k", "top_p", "greedy", "cfg_scale", "min_p", "typical_p", "repetition_penalty"}
+        unknown = set(settings) - known
         if unknown:
-            raise ValueError(f"unknown sampling setting(s) {sorted(unknown)}; use temperature, top_k, top_p, "
-                             "greedy, cfg_scale.")
+            raise ValueError(f"unknown sampling setting(s) {sorted(unknown)}; use {', '.join(sorted(known))}.")
         return self.model_config.generate(self.params, labels, jax.random.key(seed), prefix=prefix, **settings)
 
     def sample(self, labels: Any, seed: int = 0, **overrides: Any) -> np.ndarray:

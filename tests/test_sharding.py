@@ -105,3 +105,19 @@ def test_two_processes_over_127_0_0_1_match_one_process(runs, tmp_path):
     got = json.loads((tmp_path / "mp/multiprocess.json").read_text())
     assert (got["devices"], got["processes"]) == (4, 2)
     np.testing.assert_allclose(got["losses"], single["ref_losses"], rtol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_parameters_logits_and_loss():
+    from ar_jax.models.transformer import Transformer
+    from tests.conftest import make_test_model
+
+    cfg, params = make_test_model(dtype="bfloat16")
+    assert all(p.dtype == np.float32 for p in jax.tree.leaves(params))
+    tokens = jax.random.randint(jax.random.key(0), (2, cfg.seq_len), 0, cfg.vocab_size)
+    logits, _ = Transformer(cfg).apply({"params": params}, tokens[:, :-1], np.array([0, 1]))
+    assert logits.dtype == np.float32
+    ref, _ = Transformer(cfg.replace(dtype="float32")).apply({"params": params}, tokens[:, :-1], np.array([0, 1]))
+    np.testing.assert_allclose(logits, ref, atol=0.1)  # bf16 arithmetic, close to float32
+    assert float(np.abs(np.asarray(logits) - np.asarray(ref)).max()) > 0  # but really computed in bf16
+    nll = cfg.token_nll(params, tokens, np.array([0, 1]))
+    assert nll.dtype == np.float32 and np.isfinite(np.asarray(nll)).all()
