@@ -64,6 +64,9 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: Path) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
     """Train to `config.num_train_steps` (resuming from the latest checkpoint), then write samples.png."""
+    if config.kind == "vq":
+        from ar_jax.training.vq_trainer import train_vq
+        return train_vq(config, workdir)
     workdir = Path(workdir)
     check_config(config)
     sharding.maybe_initialize_distributed(config)
