@@ -87,6 +87,12 @@ def _folder(data_config: ml_collections.ConfigDict) -> ImageDataset:
     return folder_dataset(data_config)
 
 
+def _shapes(data_config: ml_collections.ConfigDict) -> ImageDataset:
+    from ar_jax.data.shapes import from_config
+
+    return from_config(data_config)
+
+
 def _tfds(data_config: ml_collections.ConfigDict) -> ImageDataset:
     from ar_jax.data.tfds_source import tfds_dataset
 
@@ -96,6 +102,7 @@ def _tfds(data_config: ml_collections.ConfigDict) -> ImageDataset:
 SOURCES: dict[str, Callable[[ml_collections.ConfigDict], ImageDataset]] = {
     "digits": lambda data_config: digits(),  # no fields of its own
     "folder": _folder,  # ar_jax/data/folder.py: one subfolder per class
+    "shapes": _shapes,  # ar_jax/data/shapes.py: procedural 32x32 RGB shapes (num_train, num_test, seed)
     "tfds": _tfds,  # ar_jax/data/tfds_source.py: tensorflow-datasets by name
 }
 
