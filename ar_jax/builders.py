@@ -14,12 +14,16 @@ MODEL_SECTIONS = ("kind", "data", "tokenizer", "model")  # config sections that 
 FAMILIES = ("transformer", "pixelcnn")  # values of config.model.family
 
 
-def make_tokenizer(config: ml_collections.ConfigDict) -> PixelTokenizer:
+def make_tokenizer(config: ml_collections.ConfigDict) -> Any:
     """The tokenizer named by `config.tokenizer.kind`."""
     kind = config.tokenizer.kind
     if kind == "pixels":
         return PixelTokenizer(tuple(config.data.image_shape), int(config.tokenizer.levels))
-    raise ValueError(f"config.tokenizer.kind={kind!r} is not known; use 'pixels'.")
+    if kind == "vq":  # a trained tokenizer run in config.tokenizer.workdir
+        from ar_jax.tokenizers.vq_tokens import VQTokenizer
+
+        return VQTokenizer.from_config(config)
+    raise ValueError(f"config.tokenizer.kind={kind!r} is not known; use 'pixels' or 'vq'.")
 
 
 def make_model_config(config: ml_collections.ConfigDict, tokenizer: Any = None) -> TransformerConfig | PixelCNNConfig:

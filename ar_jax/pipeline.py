@@ -69,14 +69,18 @@ def restore_params(workdir: str | Path, model_config: Any, item: str = "params")
     return params
 
 
-def load(workdir: str | Path, weights: str = "default") -> ARPipeline:
-    """Config + latest checkpoint of the run in `workdir`.
+def load(workdir: str | Path, weights: str = "default") -> Any:
+    """Config + latest checkpoint of the run in `workdir`: an `ARPipeline`, or a `VQPipeline` for a tokenizer run.
 
     `weights`: "default" (the EMA weights when the run kept them, else the raw ones), "ema" or "raw".
     """
     config = read_config(workdir)
+    if config.kind == "vq":  # a tokenizer run: pipe.encode(images) -> codes, pipe.decode(codes) -> images
+        from ar_jax.tokenizers.vq_tokens import load_vq
+
+        return load_vq(workdir)
     if config.kind != "ar":
-        raise ValueError(f"{workdir!r} holds a run of kind {config.kind!r}; ar_jax.load knows 'ar'.")
+        raise ValueError(f"{workdir!r} holds a run of kind {config.kind!r}; ar_jax.load knows 'ar' and 'vq'.")
     has_ema = config.get("ema_decay", 0.0) > 0
     if weights not in ("default", "ema", "raw"):
         raise ValueError(f"weights={weights!r} must be 'default', 'ema' or 'raw'.")

@@ -29,19 +29,13 @@ from ar_jax.config import diff_keys, read_config, save_config
 from ar_jax.data.pipeline import batch_indices
 from ar_jax.data.sources import get_dataset
 from ar_jax.tokenizers.vq import VQConfig, VQModel, init_params, l2_normalize
+from ar_jax.tokenizers.vq_tokens import vq_config
 from ar_jax.training.checkpoints import Checkpointer
 from ar_jax.training.metrics import METRICS_FILE, MetricWriter
 from ar_jax.training.state import learning_rate, make_optimizer
 
 VQ_SECTIONS = ("kind", "data", "model")  # config sections that fix the tokenizer's parameter shapes
 EVAL_BATCH = 256  # images per encode/decode call in evaluation and in the pipeline
-
-
-def vq_config(config: ml_collections.ConfigDict) -> VQConfig:
-    """The `VQConfig` of a tokenizer run (`config.model` holds its fields)."""
-    cfg = VQConfig(**config.model.to_dict())
-    cfg.validate()
-    return cfg
 
 
 def to_float(images: Any) -> jax.Array:
@@ -143,7 +137,7 @@ def train_step(state: dict, images: jax.Array, *, config: ml_collections.ConfigD
              "code_counts": code_counts}
     metrics = {"loss": loss, "recon_loss": rec, "commit_loss": aux["commit_loss"],
                "codebook_loss": aux["codebook_loss"], "perplexity": aux["perplexity"], "usage": aux["usage"],
-               "grad_norm": optax.global_norm(grads), "restarted_codes": restarted}
+               "grad_norm": optax.tree.norm(grads), "restarted_codes": restarted}
     return state, metrics
 
 
