@@ -46,6 +46,15 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.quantizer.restart_every = 100  # steps between dead-code restarts (0: off)
     c.quantizer.restart_min_count = 1.0  # codes chosen fewer times than this since the last restart are dead
 
+    c.gan = ml_collections.ConfigDict()  # VQGAN part (ar_jax/training/vq_gan.py); off by default (CPU budget)
+    c.gan.weight = 0.0  # weight of the adaptive-weighted hinge generator loss (0: no discriminator)
+    c.gan.start_step = 500  # steps before the discriminator (and its loss) switch on
+    c.gan.ndf = 32  # PatchGAN width of the first layer
+    c.gan.num_layers = 2  # PatchGAN stride-2 layers after the first (32x32 -> 6x6 patch logits)
+    c.gan.learning_rate = 2e-4  # discriminator Adam learning rate
+    c.gan.b1 = 0.5  # discriminator Adam betas (taming's)
+    c.gan.b2 = 0.9
+
     c.recon_loss = "l2"  # "l1" or "l2" reconstruction loss, on images in [-1, 1]
     c.batch_size = 32  # images per step
     c.num_train_steps = 1500  # optimizer steps

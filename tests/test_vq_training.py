@@ -112,3 +112,17 @@ def test_two_stage_smoke_run_samples_rgb_images(vq_run, tmp_path):
     pipe = ar_jax.load(tmp_path / "ar")
     samples = pipe.sample(np.array([0, 4]), seed=1)
     assert samples.shape == (2, 32, 32, 3) and samples.dtype == np.uint8
+
+
+def test_vqgan_smoke_trains_discriminator_after_start_step(tmp_path):
+    from ar_jax.training import vq_gan
+
+    logits = jnp.array([2.0, -0.5])
+    np.testing.assert_allclose(vq_gan.hinge_d_loss(logits, -logits), 0.5 * (0.75 + 0.75))  # relu(1-2)=0, relu(1.5)
+    np.testing.assert_allclose(vq_gan.adaptive_weight(jnp.ones(4) * 3, jnp.ones(4)), 3 / (1 + 0.5e-4), rtol=1e-6)
+    c = config("configs/shapes_vq.py:smoke", **{"gan.weight": 0.5, "gan.start_step": 3, "num_train_steps": 6,
+                                                 "checkpoint_every": 6, "eval_every": 6, "log_every": 1})
+    train_vq(c, tmp_path)
+    lines = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines() if "d_loss" in ln]
+    assert [m["d_factor"] for m in lines] == [0, 0, 0, 1, 1, 1]  # logged after step s: factor of step s-1
+    assert all(np.isfinite(m["loss"]) and m["gan_lambda"] >= 0 for m in lines)

@@ -1,7 +1,8 @@
 """Training the VQ tokenizer: `train_vq(config, workdir)` for a config with `kind = "vq"` (configs/shapes_vq.py).
 
 Loss = reconstruction (L1 or L2, on images in [-1, 1]) + codebook loss + beta * commitment loss (from
-`vq.quantize`). Two options keep the codebook in use:
+`vq.quantize`), plus, with `config.gan.weight > 0`, the VQGAN adversarial loss (training/vq_gan.py).
+Two options keep the codebook in use:
 - EMA codebook (VQ-VAE-2): the codebook is not trained by gradients but set to running means of the encoder
   outputs assigned to each code, `N_k <- g N_k + (1-g) n_k`, `m_k <- g m_k + (1-g) sum_{z -> k} z`,
   Laplace-smoothed counts `N'_k = (N_k + eps) / (N + K eps) * N`, `e_k = m_k / N'_k`;
@@ -30,6 +31,7 @@ from ar_jax.data.pipeline import batch_indices
 from ar_jax.data.sources import get_dataset
 from ar_jax.tokenizers.vq import VQConfig, VQModel, init_params, l2_normalize
 from ar_jax.tokenizers.vq_tokens import vq_config
+from ar_jax.training import vq_gan
 from ar_jax.training.checkpoints import Checkpointer
 from ar_jax.training.metrics import METRICS_FILE, MetricWriter
 from ar_jax.training.state import learning_rate, make_optimizer
@@ -88,12 +90,16 @@ def _forward(cfg: VQConfig, params: Any, images: jax.Array, rng: jax.Array | Non
 
 
 def init_state(config: ml_collections.ConfigDict, cfg: VQConfig, tx: optax.GradientTransformation) -> dict:
+    """The train state pytree (with the discriminator's params and optimizer state when `config.gan.weight > 0`)."""
     params = init_params(cfg, jax.random.key(config.seed), int(config.data.image_shape[0]))
     k, d = cfg.codebook_size, cfg.codebook_embed_dim
     codebook = params["quantize"]["codebook"]
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-            "ema_count": jnp.ones((k,), jnp.float32), "ema_sum": jnp.asarray(codebook, jnp.float32).reshape(k, d),
-            "code_counts": jnp.zeros((k,), jnp.float32)}
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+             "ema_count": jnp.ones((k,), jnp.float32), "ema_sum": jnp.asarray(codebook, jnp.float32).reshape(k, d),
+             "code_counts": jnp.zeros((k,), jnp.float32)}
+    if config.gan.weight > 0:
+        state.update(vq_gan.init_disc(config, tuple(config.data.image_shape), jax.random.key(config.seed + 1)))
+    return state
 
 
 def train_step(state: dict, images: jax.Array, *, config: ml_collections.ConfigDict, cfg: VQConfig,
@@ -104,14 +110,28 @@ def train_step(state: dict, images: jax.Array, *, config: ml_collections.ConfigD
     rng = jax.random.fold_in(jax.random.key(config.seed), state["step"])
     x = to_float(images)
 
-    def loss_fn(params: Any) -> tuple:
+    def parts(params: Any) -> tuple:
+        """-> ((recon + vq losses, recon loss), (reconstructions, (z, codes, aux)))."""
         recon, z, codes, aux = _forward(cfg, params, x, rng if cfg.dropout > 0 else None)
         err = recon - x
         rec = jnp.mean(jnp.abs(err)) if config.recon_loss == "l1" else jnp.mean(err ** 2)
         loss = rec + aux["commit_loss"] + (0.0 if use_ema else aux["codebook_loss"])
-        return loss, (z, codes, aux, rec)
+        return (loss, rec), (recon, (z, codes, aux))
 
-    (loss, (z, codes, aux, rec)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    gan_metrics, extra_state = {}, {}
+    if config.gan.weight > 0:  # VQGAN: adaptive-weighted hinge generator loss, then a discriminator update
+        grads, loss, (rec, recon, (z, codes, aux)), gan_metrics = vq_gan.generator_grads(
+            config, parts, state["params"], state["disc_params"], state["step"])
+        disc_params, disc_opt, d_metrics = vq_gan.disc_step(config, state["disc_params"], state["disc_opt_state"],
+                                                            x, recon, state["step"])
+        extra_state = {"disc_params": disc_params, "disc_opt_state": disc_opt}
+        gan_metrics.update(d_metrics)
+    else:
+        def loss_fn(params: Any) -> tuple:
+            (loss, rec), (_, rest) = parts(params)
+            return loss, (rec, rest)
+
+        (loss, (rec, (z, codes, aux))), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     z = z.reshape(-1, z.shape[-1])  # [N, D]
@@ -134,10 +154,10 @@ def train_step(state: dict, images: jax.Array, *, config: ml_collections.ConfigD
         restarted = dead.sum().astype(jnp.float32)
     params = {**params, "quantize": {**params["quantize"], "codebook": codebook}}
     state = {"step": step, "params": params, "opt_state": opt_state, "ema_count": count, "ema_sum": total,
-             "code_counts": code_counts}
+             "code_counts": code_counts, **extra_state}
     metrics = {"loss": loss, "recon_loss": rec, "commit_loss": aux["commit_loss"],
                "codebook_loss": aux["codebook_loss"], "perplexity": aux["perplexity"], "usage": aux["usage"],
-               "grad_norm": optax.tree.norm(grads), "restarted_codes": restarted}
+               "grad_norm": optax.tree.norm(grads), "restarted_codes": restarted, **gan_metrics}
     return state, metrics
 
 
@@ -175,6 +195,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.recon_loss={config.recon_loss!r} must be 'l1' or 'l2'.")
     if not 0 <= config.quantizer.ema_decay < 1:
         raise ValueError(f"config.quantizer.ema_decay={config.quantizer.ema_decay} must be in [0, 1) (0: off).")
+    if config.gan.weight < 0 or config.gan.start_step < 0:
+        raise ValueError(f"config.gan.weight={config.gan.weight} and config.gan.start_step={config.gan.start_step} "
+                         "must be >= 0 (weight 0: no discriminator).")
     if config.quantizer.restart_every < 0:
         raise ValueError(f"config.quantizer.restart_every={config.quantizer.restart_every} must be >= 0 (0: off).")
 
