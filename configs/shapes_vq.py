@@ -2,7 +2,9 @@
 
     python train.py --config configs/shapes_vq.py --workdir runs/shapes_vq
 
-then `ar_jax.load("runs/shapes_vq")` encodes/decodes, configs/shapes_ar.py trains a prior on its codes, and
+1,500 steps of 32 took 11 min on 2 CPU cores shared with other jobs (about 2.3 steps/s); test PSNR 27.4 dB
+(predicting the mean image: 13.9 dB), 99% of the 128 codes used on the test set (EMA codebook + dead-code
+restarts). Then `ar_jax.load("runs/shapes_vq")` encodes/decodes, configs/shapes_ar.py trains a prior on its codes, and
 `python benchmarks/vq_quality.py --vq_workdir runs/shapes_vq` measures it.
 `configs/shapes_vq.py:smoke` shrinks everything for tests.
 """

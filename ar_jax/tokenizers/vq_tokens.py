@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -160,10 +161,14 @@ class VQTokenizer:
                 return np.load(path)
         tokens = self.pipe.encode(images).reshape(len(images), -1)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, tokens)
-            tmp.replace(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp.npy")
+                np.save(tmp, tokens)
+                tmp.replace(path)
+            except OSError as e:  # e.g. a read-only tokenizer workdir: tokens are still returned
+                logging.warning("could not cache tokens in %s (%s); they will be computed again next time.",
+                                path.parent, e)
         return tokens
 
     def decode(self, tokens: Any) -> np.ndarray:
