@@ -88,6 +88,8 @@ def test_load_tokenizer_workdir_encodes_and_decodes(vq_run):
     assert codes.shape == (3, 8, 8) and codes.dtype == np.int32 and codes.max() < 16
     out = pipe.decode(codes)
     assert out.shape == (3, 32, 32, 3) and out.dtype == np.uint8
+    with pytest.raises(ValueError, match="tokenizer run.*configs/shapes_ar.py"):
+        pipe.sample([0])
 
 
 def test_mismatched_tokenizer_workdir_is_refused_naming_both(vq_run):

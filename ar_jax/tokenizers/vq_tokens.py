@@ -81,6 +81,13 @@ class VQPipeline:
         return np.concatenate(out) if out else np.zeros((0, *self.image_shape), np.uint8)
 
 
+    def sample(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        """A tokenizer run has no prior to sample from: ValueError naming the fix."""
+        raise ValueError(f"{self.workdir!r} is a VQ tokenizer run (pipe.encode / pipe.decode); to sample images, "
+                         "train a prior on its codes: python train.py --config configs/shapes_ar.py --workdir W "
+                         f"--config.tokenizer.workdir={self.workdir}")
+
+
 def load_vq(workdir: str | Path) -> VQPipeline:
     """Config + parameters of the latest checkpoint of a tokenizer run (`config.kind == "vq"`)."""
     from ar_jax.training.checkpoints import Checkpointer
