@@ -4,10 +4,12 @@
 
 Reconstruction PSNR is over the whole test split (uint8, from the mean squared error over all pixels), beside
 the baseline that predicts the mean training image for every test image. Codebook usage: the fraction of the
-codebook's codes that encode at least one test-set position. Class-consistency (with --ar_workdir): the
-independent shape classifier of ar_jax/data/shapes.py (bounding-box mask + logistic regression, fitted on the
-real training images only) labels class-conditional samples decoded by the VQ; the score is the fraction
-labelled with the class they were asked for. Prints a table, then one JSON line.
+codebook's codes that encode at least one test-set position.
+
+Class-consistency (with --ar_workdir): the independent shape classifier of ar_jax/data/shapes.py
+(bounding-box mask + logistic regression, fitted on the real training images only, plus a blurred + noisy
+copy of them unless --strict_judge) labels class-conditional samples decoded by the VQ; the score is the
+fraction labelled with the class they were asked for. Prints a table, then one JSON line.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def main() -> None:
     parser.add_argument("--ar_workdir", default=None)
     parser.add_argument("--per_class", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cfg_scale", type=float, default=None, help="override the prior run's sampling cfg_scale")
+    parser.add_argument("--strict_judge", action="store_true", help="classifier fitted without blur/noise copies")
     args = parser.parse_args()
 
     vq = ar_jax.load(args.vq_workdir)
@@ -45,7 +49,7 @@ def main() -> None:
         "codebook_usage": float(len(np.unique(codes)) / vq.codebook_size),
         "class_consistency": None,
     }
-    clf = shape_classifier(data)
+    clf = shape_classifier(data, augment=not args.strict_judge)
     result["classifier_test_accuracy"] = float((classify(clf, data.test_images) == data.test_labels).mean())
     result["classifier_accuracy_on_reconstructions"] = float((classify(clf, recon) == data.test_labels).mean())
     print(f"tokenizer {args.vq_workdir}: {len(codes)} test images encoded+decoded in {vq_s:.1f} s "
@@ -54,10 +58,11 @@ def main() -> None:
         pipe = ar_jax.load(args.ar_workdir)
         labels = np.repeat(np.arange(data.num_classes), args.per_class)
         t0 = time.perf_counter()
-        samples = pipe.sample(labels, seed=args.seed)
-        s = pipe.config.sampling
-        print(f"prior {args.ar_workdir}: {len(labels)} samples (temperature {s.temperature}, top_k {s.top_k}, "
-              f"top_p {s.top_p}, cfg {s.cfg_scale}) in {time.perf_counter() - t0:.1f} s")
+        overrides = {} if args.cfg_scale is None else {"cfg_scale": args.cfg_scale}
+        samples = pipe.sample(labels, seed=args.seed, **overrides)
+        s = {**pipe.config.sampling.to_dict(), **overrides}
+        print(f"prior {args.ar_workdir}: {len(labels)} samples (temperature {s['temperature']}, top_k {s['top_k']}, "
+              f"top_p {s['top_p']}, cfg {s['cfg_scale']}) in {time.perf_counter() - t0:.1f} s")
         result["class_consistency"] = float((classify(clf, samples) == labels).mean())
         result["samples"] = len(labels)
     print(f"{'measure':44s} {'value':>8s}")

@@ -4,7 +4,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ar_jax.data.shapes import CLASSES, classify, shape_classifier, shapes_dataset
+from ar_jax.data.shapes import CLASSES, blur_and_noise, classify, shape_classifier, shapes_dataset
 from ar_jax.data.sources import get_dataset
 
 
@@ -42,3 +42,5 @@ def test_independent_classifier_tells_classes_apart(shapes):
     clf = shape_classifier(shapes)
     accuracy = (classify(clf, shapes.test_images) == shapes.test_labels).mean()
     assert accuracy > 0.9, accuracy
+    soft = blur_and_noise(shapes.test_images, np.random.default_rng(1))  # robust to soft edges and noise
+    assert (classify(clf, soft) == shapes.test_labels).mean() > 0.9

@@ -8,7 +8,8 @@ a second.
 
 `shape_classifier(dataset)` is an independent judge of the classes (no learned image model): a
 foreground mask, cropped to its bounding box and resized to 12x12, fed to a scikit-learn logistic
-regression. It reads pixels only, so it can grade generated samples.
+regression fitted on the real training images (and, by default, a blurred + noisy copy of them). It reads
+pixels only, so it can grade generated samples.
 """
 
 from __future__ import annotations
@@ -107,12 +108,28 @@ def shape_features(images: np.ndarray) -> np.ndarray:
     return out
 
 
-def shape_classifier(dataset: ImageDataset) -> Any:
-    """A scikit-learn classifier fitted on `dataset`'s train split; `.predict(shape_features(images))`."""
+def blur_and_noise(images: np.ndarray, rng: np.random.Generator, noise: float = 12.0) -> np.ndarray:
+    """uint8 `[N, H, W, C]` -> a 3x3 box blur plus Gaussian noise (std `noise` grey levels), uint8."""
+    x = np.pad(images.astype(np.float32), ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    h, w = images.shape[1:3]
+    blurred = sum(x[:, i: i + h, j: j + w] for i in range(3) for j in range(3)) / 9.0
+    return np.clip(np.round(blurred + rng.normal(0.0, noise, blurred.shape)), 0, 255).astype(np.uint8)
+
+
+def shape_classifier(dataset: ImageDataset, augment: bool = True) -> Any:
+    """A scikit-learn classifier fitted on `dataset`'s train split; `.predict(shape_features(images))`.
+
+    `augment`: also fit on a blurred, noisy copy of the training images (fixed seed), so soft edges and
+    specks (as a decoder produces) do not change the verdict; no generated image is ever used.
+    """
     from sklearn.linear_model import LogisticRegression
 
-    clf = LogisticRegression(max_iter=2000, C=1.0)
-    return clf.fit(shape_features(dataset.train_images), dataset.train_labels)
+    features, labels = [shape_features(dataset.train_images)], [dataset.train_labels]
+    if augment:
+        features.append(shape_features(blur_and_noise(dataset.train_images, np.random.default_rng(0))))
+        labels.append(dataset.train_labels)
+    clf = LogisticRegression(max_iter=3000, C=1.0)
+    return clf.fit(np.concatenate(features), np.concatenate(labels))
 
 
 def classify(clf: Any, images: np.ndarray) -> np.ndarray:
