@@ -3,8 +3,11 @@
     python train.py --config configs/shapes_vq.py --workdir runs/shapes_vq
     python train.py --config configs/shapes_ar.py --workdir runs/shapes_ar --config.tokenizer.workdir=runs/shapes_vq
 
-The dataset is tokenized once (cached in the tokenizer workdir's token_cache/); samples are decoded to pixels by
-the VQ decoder. `python benchmarks/vq_quality.py --vq_workdir runs/shapes_vq --ar_workdir runs/shapes_ar`
+2,000 steps of 32 took 10 min on 2 CPU cores shared with other jobs (test bits/dim 0.0445 of the pixels, i.e.
+2.14 bits per code); class-consistency of 200 samples judged by the shape classifier 0.915 at cfg_scale 3.0
+(0.895 at 1.5; 0.805 at 1.5 with --strict_judge).
+The dataset is tokenized once (cached in the tokenizer workdir's token_cache/); samples are decoded to pixels
+by the VQ decoder. `python benchmarks/vq_quality.py --vq_workdir runs/shapes_vq --ar_workdir runs/shapes_ar`
 judges them. Everything but data, tokenizer and model size is configs/digits_pixels.py.
 `configs/shapes_ar.py:smoke` shrinks everything for tests (pair it with configs/shapes_vq.py:smoke).
 """
@@ -42,6 +45,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint_every = 500
     c.samples_per_class = 8  # columns of the final samples.png grid
     c.sample_every = 0  # only at the end (each grid decodes through the VQ)
+    c.sampling.cfg_scale = 3.0  # classifier-free guidance; 1.5 gave class-consistency 0.895, 3.0 gave 0.915
 
     if variant == "smoke":
         c.model.dim, c.model.num_layers, c.model.mlp_dim = 32, 2, 64
