@@ -75,6 +75,9 @@ def sample_main(argv: list[str] | None = None) -> None:
     if not args.workdir:
         parser.error("pass --workdir (a trained run) or --llamagen_gpt (a LlamaGen checkpoint)")
     pipe = load(args.workdir)
+    if not isinstance(pipe, ARPipeline):
+        raise ValueError(f"{args.workdir!r} is a tokenizer run (config.kind={pipe.config.kind!r}); sample from an AR "
+                         "run trained on its codes instead (e.g. configs/shapes_ar.py).")
     if overrides:
         pipe = ARPipeline(apply_overrides(pipe.config, overrides), pipe.params)
     per_class = args.per_class or pipe.config.samples_per_class
