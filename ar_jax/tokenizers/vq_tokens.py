@@ -61,9 +61,12 @@ class VQPipeline:
 
     def encode(self, images: Any) -> np.ndarray:
         """uint8 `[B, H, W, C]` -> int32 codes `[B, h, w]`."""
+        from tqdm import tqdm
+
         images = self.check_images(images)
+        starts = tqdm(range(0, len(images), BATCH), desc="tokenize", unit="batch", disable=len(images) <= BATCH)
         out = [np.asarray(vq.encode(self.params, self.vq_config, jnp.asarray(images[i: i + BATCH], jnp.float32)
-                                    / 127.5 - 1.0)[0]) for i in range(0, len(images), BATCH)]
+                                    / 127.5 - 1.0)[0]) for i in starts]
         return np.concatenate(out).astype(np.int32) if out else np.zeros((0, *self.grid), np.int32)
 
     def decode(self, codes: Any) -> np.ndarray:
