@@ -9,14 +9,20 @@ Bad files (unreadable, truncated, wrong mode or size) are skipped and named in t
 test set (the same files every run). `configs/folder_pixels.py:smoke` shrinks everything for tests.
 """
 
+from pathlib import Path
+
 import ml_collections
+
+from ar_jax.config import load_config_file
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.seed = 0  # seeds init, data order, dropout and the final sample grid
-    c.kind = "ar"  # "ar": a transformer prior over tokens
-
+    """configs/digits_pixels.py (same variant) with the data, tokenizer, RoPE and EMA sections replaced."""
+    if variant not in (None, "smoke"):
+        raise ValueError(f"unknown variant {variant!r} of folder_pixels; use 'smoke' or none.")
+    spec = str(Path(__file__).with_name("digits_pixels.py")) + (f":{variant}" if variant else "")
+    c = load_config_file(spec)
+    c.unlock()
     c.data = ml_collections.ConfigDict()
     c.data.name = "folder"  # image source (ar_jax/data/sources.py): one subfolder of images per class
     c.data.path = "data/images"  # placeholder: the folder, set with --config.data.path
@@ -25,68 +31,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.data.test_fraction = 0.1  # share of files held out as the test set (picked by a hash of their paths)
     c.data.on_bad_file = "skip"  # "skip": bad files are skipped and logged; "error": stop at the first
     c.data.resize = False  # True: convert mode, resize (shorter side) and centre-crop; False: bad if not exact
-
-    c.tokenizer = ml_collections.ConfigDict()
-    c.tokenizer.kind = "pixels"  # one token per pixel, raster order
     c.tokenizer.levels = 8  # colour levels per channel (values 0..255 rounded to 8 steps)
-
-    c.model = ml_collections.ConfigDict()
-    c.model.family = "transformer"  # model family: "transformer" or "pixelcnn" (configs/digits_pixelcnn.py)
-    c.model.dim = 128  # residual width
-    c.model.num_layers = 4
-    c.model.num_heads = 4
-    c.model.num_kv_heads = 2  # grouped-query attention: 2 key/value heads shared by 4 query heads
-    c.model.mlp_dim = 384  # SwiGLU hidden width (0: LlamaGen's rule)
     c.model.rope = "1d"  # rotary embedding over raster positions (2-D RoPE needs a square token grid)
-    c.model.rope_base = 10000.0
-    c.model.cls_token_num = 1  # class tokens before the image tokens
-    c.model.token_dropout = 0.1  # dropout on input embeddings (training only)
-    c.model.resid_dropout = 0.1  # dropout on attention outputs
-    c.model.ffn_dropout = 0.1  # dropout on feed-forward outputs
-    c.model.dtype = "float32"  # compute dtype ("bfloat16" on accelerators)
-
-    c.label_dropout = 0.1  # probability a training label becomes the null class (enables CFG)
-    c.batch_size = 32  # global batch, images
-    c.grad_accum_steps = 1  # micro-batches per step (same update as one batch; less activation memory)
     c.ema_decay = 0.0  # EMA of weights for sampling/eval (e.g. 0.999); 0 switches it off
-    c.ema_warmup = True  # decay min(ema_decay, (1 + t) / (10 + t)) early in training
-    c.num_train_steps = 1500  # optimizer steps
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.learning_rate = 1.5e-3  # peak, after warm-up
-    c.optimizer.warmup_steps = 100
-    c.optimizer.end_learning_rate_fraction = 0.05  # cosine decays to this fraction of the peak
-    c.optimizer.b1 = 0.9
-    c.optimizer.b2 = 0.95
-    c.optimizer.weight_decay = 0.1  # decoupled (AdamW), on matrices only
-    c.optimizer.grad_clip = 1.0  # global-norm clipping
-
-    c.skip_nonfinite_steps = False  # True: a NaN/Inf step is skipped (logged); False: training stops
-    c.log_every = 100  # steps between train-metric lines in metrics.jsonl
-    c.eval_every = 250  # steps between test bits/dim evaluations
-    c.checkpoint_every = 250  # steps between checkpoints (also saved at the end)
-    c.keep_checkpoints = 2  # newest checkpoints kept
-
-    c.sampling = ml_collections.ConfigDict()
-    c.sampling.temperature = 1.0
-    c.sampling.top_k = 0  # 0: off
-    c.sampling.top_p = 1.0  # 1.0: off
-    c.sampling.cfg_scale = 1.5  # classifier-free guidance (1.0: off)
-    c.sampling.greedy = False
-    c.samples_per_class = 10  # columns of the final samples.png grid
-    c.sample_every = 500  # steps between sample grids in TensorBoard (0: only at the end)
-
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1  # data-parallel devices (-1: all the rest)
-    c.mesh.fsdp = 1  # parameter/optimizer sharding
-    c.mesh.tensor = 1  # tensor parallelism (heads, mlp, vocab)
-
-    if variant == "smoke":
-        c.model.dim, c.model.num_layers, c.model.mlp_dim = 32, 2, 64
-        c.batch_size, c.num_train_steps = 8, 4
-        c.optimizer.warmup_steps = 1
-        c.log_every, c.eval_every, c.checkpoint_every = 2, 2, 2
-        c.samples_per_class = 2
-        c.sample_every = 0
-    elif variant is not None:
-        raise ValueError(f"unknown variant {variant!r} of folder_pixels; use 'smoke' or none.")
+    c.lock()
     return c
