@@ -57,6 +57,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.gan.b1 = 0.5  # discriminator Adam betas (taming's)
     c.gan.b2 = 0.9
 
+    c.perceptual = ml_collections.ConfigDict()  # LPIPS loss (ar_jax/training/perceptual.py); needs local weights
+    c.perceptual.weight = 0.0  # 0: off (the run says so); taming/LlamaGen use 1.0
+    c.perceptual.vgg_weights = ""  # torchvision's vgg16-397923af.pth (or .safetensors), a local file
+    c.perceptual.lpips_weights = ""  # the lpips package's weights/v0.1/vgg.pth, a local file
+
     c.recon_loss = "l2"  # "l1" or "l2" reconstruction loss, on images in [-1, 1]
     c.batch_size = 32  # images per step
     c.num_train_steps = 1500  # optimizer steps

@@ -1,7 +1,8 @@
 """Training the VQ tokenizer: `train_vq(config, workdir)` for a config with `kind = "vq"` (configs/shapes_vq.py).
 
 Loss = reconstruction (L1 or L2, on images in [-1, 1]) + codebook loss + beta * commitment loss (from
-`vq.quantize`), plus, with `config.gan.weight > 0`, the VQGAN adversarial loss (training/vq_gan.py).
+`vq.quantize`), plus, with `config.perceptual.weight > 0`, the LPIPS loss from local VGG16 weights
+(training/perceptual.py), and with `config.gan.weight > 0` the VQGAN adversarial loss (training/vq_gan.py).
 Two options keep the codebook in use:
 - EMA codebook (VQ-VAE-2): the codebook is not trained by gradients but set to running means of the encoder
   outputs assigned to each code, `N_k <- g N_k + (1-g) n_k`, `m_k <- g m_k + (1-g) sum_{z -> k} z`,
@@ -31,7 +32,7 @@ from ar_jax.data.pipeline import batch_indices
 from ar_jax.data.sources import get_dataset
 from ar_jax.tokenizers.vq import VQConfig, VQModel, init_params, l2_normalize
 from ar_jax.tokenizers.vq_tokens import vq_config
-from ar_jax.training import vq_gan
+from ar_jax.training import perceptual, vq_gan
 from ar_jax.training.checkpoints import Checkpointer
 from ar_jax.training.metrics import METRICS_FILE, MetricWriter
 from ar_jax.training.state import learning_rate, make_optimizer
@@ -102,9 +103,9 @@ def init_state(config: ml_collections.ConfigDict, cfg: VQConfig, tx: optax.Gradi
     return state
 
 
-def train_step(state: dict, images: jax.Array, *, config: ml_collections.ConfigDict, cfg: VQConfig,
-               tx: optax.GradientTransformation) -> tuple[dict, dict]:
-    """One update on uint8 `images [B, H, W, C]`: `(state, metrics)`."""
+def train_step(state: dict, images: jax.Array, lpips_params: Any = None, *, config: ml_collections.ConfigDict,
+               cfg: VQConfig, tx: optax.GradientTransformation) -> tuple[dict, dict]:
+    """One update on uint8 `images [B, H, W, C]`: `(state, metrics)`; `lpips_params` when the perceptual loss is on."""
     q = config.quantizer
     use_ema = q.ema_decay > 0
     rng = jax.random.fold_in(jax.random.key(config.seed), state["step"])
@@ -115,6 +116,10 @@ def train_step(state: dict, images: jax.Array, *, config: ml_collections.ConfigD
         recon, z, codes, aux = _forward(cfg, params, x, rng if cfg.dropout > 0 else None)
         err = recon - x
         rec = jnp.mean(jnp.abs(err)) if config.recon_loss == "l1" else jnp.mean(err ** 2)
+        if lpips_params is not None:  # taming's "nll": pixel + perceptual, both in the GAN weight's numerator
+            p_loss = jnp.mean(perceptual.lpips(lpips_params, recon, x))
+            rec = rec + config.perceptual.weight * p_loss
+            aux = {**aux, "perceptual_loss": p_loss}
         loss = rec + aux["commit_loss"] + (0.0 if use_ema else aux["codebook_loss"])
         return (loss, rec), (recon, (z, codes, aux))
 
@@ -158,6 +163,8 @@ def train_step(state: dict, images: jax.Array, *, config: ml_collections.ConfigD
     metrics = {"loss": loss, "recon_loss": rec, "commit_loss": aux["commit_loss"],
                "codebook_loss": aux["codebook_loss"], "perplexity": aux["perplexity"], "usage": aux["usage"],
                "grad_norm": optax.tree.norm(grads), "restarted_codes": restarted, **gan_metrics}
+    if "perceptual_loss" in aux:
+        metrics["perceptual_loss"] = aux["perceptual_loss"]
     return state, metrics
 
 
@@ -200,6 +207,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                          "must be >= 0 (weight 0: no discriminator).")
     if config.quantizer.restart_every < 0:
         raise ValueError(f"config.quantizer.restart_every={config.quantizer.restart_every} must be >= 0 (0: off).")
+    perceptual.check_config(config)
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: Path) -> None:
@@ -234,12 +242,20 @@ def train_vq(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         logging.info("resumed from %s at step %d", ckpt.directory, int(state["step"]))
     start = int(state["step"])
     writer = MetricWriter(workdir, resume_step=start)
+    p = config.get("perceptual")
+    lpips_params = None
+    if p is not None and p.weight > 0:
+        lpips_params = perceptual.load_params(p.vgg_weights, p.lpips_weights)
+        print(f"perceptual (LPIPS) loss on, weight {p.weight}, VGG16 from {p.vgg_weights}")
+    else:
+        print("perceptual (LPIPS) loss off: config.perceptual.weight is 0 (it needs local VGG16 and LPIPS weight "
+              "files, see ar_jax/training/perceptual.py)")
     step_fn = jax.jit(functools.partial(train_step, config=config, cfg=cfg, tx=tx), donate_argnums=0)
     n, t0 = len(data.train_images), time.perf_counter()
     try:
         for step in range(start, config.num_train_steps):
             idx = batch_indices(n, config.batch_size, config.seed, step)
-            state, metrics = step_fn(state, data.train_images[idx])
+            state, metrics = step_fn(state, data.train_images[idx], lpips_params)
             done = step + 1
             if done % config.log_every == 0 or done == config.num_train_steps:
                 m = {k: float(v) for k, v in metrics.items()}
