@@ -159,6 +159,29 @@ def apply_rope(x: Array, rope: Array) -> Array:
     return out.reshape(x.shape).astype(x.dtype)
 
 
+ROW_GEMV_MAX = 4  # on CPU, products with at most this many rows run as one vector-matrix product per row
+
+
+def project(x: Array, w: Array, n_in: int = 1, out_dtype: Any = None) -> Array:
+    """`x [..., *w.shape[:n_in]] @ w` -> `[..., *w.shape[n_in:]]`: a dense projection.
+
+    During decoding the rows are few (batch x 1, or 2 x batch with CFG). XLA:CPU reads the weights at memory
+    speed only in its matrix-vector kernel; for 2..4 rows it packs them for a GEMM first, which measured 1.3-3x
+    slower (`benchmarks/speed.py`), so on CPU a product with at most ROW_GEMV_MAX rows is one vector-matrix
+    product per row. Same numbers either way.
+    """
+    k = math.prod(w.shape[:n_in])
+    lead, out = x.shape[:x.ndim - n_in], w.shape[n_in:]
+    rows = math.prod(lead)
+    x2, w2 = x.reshape(rows, k), w.reshape(k, -1)
+    pet = out_dtype or x.dtype
+    if 1 < rows <= ROW_GEMV_MAX and jax.default_backend() == "cpu":
+        y = jnp.stack([jnp.dot(x2[r], w2, preferred_element_type=pet) for r in range(rows)])
+    else:
+        y = jnp.dot(x2, w2, preferred_element_type=pet)
+    return y.reshape(*lead, *out)
+
+
 def _dense_init(std: float = 0.02):
     return nn.initializers.normal(stddev=std)
 
@@ -190,16 +213,16 @@ class Attention(nn.Module):
         wk = p("wk", (cfg.dim, KV, D), (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM))
         wv = p("wv", (cfg.dim, KV, D), (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM))
         wo = p("wo", (H, D, cfg.dim), (axes.HEADS, axes.HEAD_DIM, axes.EMBED))
-        q = apply_rope(jnp.einsum("bsd,dhk->bshk", x, wq), rope)  # [B, S, H, D]
-        k = apply_rope(jnp.einsum("bsd,dhk->bshk", x, wk), rope)  # [B, S, KV, D]
-        v = jnp.einsum("bsd,dhk->bshk", x, wv)
+        q = apply_rope(project(x, wq), rope)  # [B, S, H, D]
+        k = apply_rope(project(x, wk), rope)  # [B, S, KV, D]
+        v = project(x, wv)
         if cache is not None:
             idx = (layer, 0, start, 0, 0)
             cache = {"k": jax.lax.dynamic_update_slice(cache["k"], k[None].astype(cache["k"].dtype), idx),
                      "v": jax.lax.dynamic_update_slice(cache["v"], v[None].astype(cache["v"].dtype), idx)}
             k, v = cache["k"][layer].astype(dt), cache["v"][layer].astype(dt)
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=D ** -0.5)  # [B, S, H, D]
-        out = jnp.einsum("bshk,hkd->bsd", out, wo)
+        out = project(out, wo, n_in=2)
         return nn.Dropout(cfg.resid_dropout)(out, deterministic=deterministic), cache
 
 
@@ -214,8 +237,8 @@ class FeedForward(nn.Module):
         w1 = p("w1", (cfg.dim, cfg.hidden_dim), (axes.EMBED, axes.MLP))
         w3 = p("w3", (cfg.dim, cfg.hidden_dim), (axes.EMBED, axes.MLP))
         w2 = p("w2", (cfg.hidden_dim, cfg.dim), (axes.MLP, axes.EMBED))
-        h = nn.silu(x @ w1) * (x @ w3)
-        return nn.Dropout(cfg.ffn_dropout)(h @ w2, deterministic=deterministic)
+        h = nn.silu(project(x, w1)) * project(x, w3)
+        return nn.Dropout(cfg.ffn_dropout)(project(h, w2), deterministic=deterministic)
 
 
 class Block(nn.Module):
@@ -277,7 +300,7 @@ class Transformer(nn.Module):
         x = RMSNorm(cfg.norm_eps, dt, name="norm")(x)
         out = self.param("output", nn.with_logical_partitioning(
             nn.initializers.zeros, (axes.EMBED, axes.VOCAB)), (cfg.dim, cfg.vocab_size))
-        logits = jnp.einsum("bsd,dv->bsv", x, out.astype(dt), preferred_element_type=jnp.float32)
+        logits = project(x, out.astype(dt), out_dtype=jnp.float32)
         return logits.astype(jnp.float32), cache
 
 
