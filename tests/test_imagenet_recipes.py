@@ -14,10 +14,12 @@ from ar_jax import builders
 from ar_jax.config import apply_overrides, load_config_file
 from ar_jax.convert import llamagen
 from ar_jax.data.sources import fit_image, get_dataset
+from ar_jax.data.tfds_source import from_builder
 from ar_jax.models.transformer import param_shapes
 from ar_jax.tokenizers import vq
 from ar_jax.tokenizers.vq_tokens import vq_config
 from ar_jax.training import train_and_evaluate
+from tests.test_data import FakeBuilder, tfds_config
 
 count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
@@ -76,12 +78,15 @@ def center_crop_arr(pil_image, image_size):
     return arr[y: y + image_size, x: x + image_size]
 
 
-@pytest.mark.parametrize("size", [(40, 40), (97, 130), (300, 200), (515, 700), (33, 64), (129, 128)])
-def test_images_are_cropped_as_llamagen_center_crop_arr(size):
-    rng = np.random.default_rng(sum(size))
-    image = Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8))
-    ours = fit_image(image, 32, 32, "RGB")
-    np.testing.assert_array_equal(ours, center_crop_arr(image, 32))
+def test_tfds_images_of_varying_sizes_are_cropped_as_llamagen_center_crop_arr():
+    rng = np.random.default_rng(0)
+    sizes = [(40, 40), (97, 130), (300, 200), (515, 700), (33, 64), (129, 128)]
+    train = [{"image": rng.integers(0, 256, (*hw, 3), dtype=np.uint8), "label": i % 3} for i, hw in enumerate(sizes)]
+    data = from_builder(FakeBuilder({"train": train, "test": train[:2]}), tfds_config(image_shape=(32, 32, 3)))
+    for ours, example in zip(data.train_images, train):
+        np.testing.assert_array_equal(ours, center_crop_arr(Image.fromarray(example["image"]), 32))
+    grey = np.asarray(Image.fromarray(train[3]["image"]).convert("L"))  # converted to the configured channels first
+    assert fit_image(Image.fromarray(grey), 32, 32, "RGB").shape == (32, 32, 3)
 
 
 def test_imagenet_data_section_reads_through_tfds():
