@@ -5,7 +5,8 @@ conversion next time.
 
 writes `W/tokenizer/` (a VQ tokenizer workdir, as `configs/*_vq.py` runs write) and `W/` (an AR workdir whose
 `config.tokenizer` points at it, with LlamaGen's sampling defaults: CFG 4.0, top-k 2000). Each holds a complete
-`config.json` and the converted parameters in an orbax checkpoint at step 0.
+`config.json` and the converted parameters in an orbax checkpoint at step 0. The AR config names the tokenizer
+by its absolute path (`config.tokenizer.workdir`): after moving W, edit that entry or convert again.
 """
 
 from __future__ import annotations
