@@ -11,7 +11,8 @@ codebook 16384 x 8 with l2-normalised codes, commitment beta 0.25, codebook loss
 PatchGAN (ndf 64, 3 layers, hinge) with weight 0.5 from step 20,000, Adam lr 1e-4 constant, betas (0.9, 0.95),
 grad clip 1.0, global batch 128, 40 epochs (10,009 steps each), bf16 compute. Differences, by necessity or design:
 - no LPIPS perceptual loss (LlamaGen: weight 1.0; it needs VGG weights that cannot be downloaded here);
-- the GAN weight is taming's adaptive weight times 0.5 (LlamaGen's VQLoss has disc_adaptive_weight=False);
+- the GAN weight is taming's adaptive weight times 0.5 (LlamaGen's VQLoss has disc_adaptive_weight=False), and
+  the discriminator's gradients are not clipped (LlamaGen clips them at 1.0 too);
 - images are ADM/LlamaGen `center_crop_arr` crops (LlamaGen trains on `random_crop_arr` crops + flips);
 - LlamaGen passes --weight-decay 0.05 but builds torch.optim.Adam without it, so weight decay is 0 here too;
 - the dataset is held in memory as uint8 (the whole train split is about 252 GB at 256x256x3): on smaller hosts
