@@ -55,7 +55,6 @@ def test_smoke_recipes_train_vq_then_gpt_over_its_codes_and_resume(tmp_path):
     train_and_evaluate(vq_config_, vq_dir)
     state = train_and_evaluate(apply_overrides(vq_config_, ["--config.num_train_steps=6"]), vq_dir)  # resumes at 4
     assert int(state["step"]) == 6 and _metrics_steps(vq_dir) == [2, 4, 6]
-    assert float(state["disc_params"]["Conv_0"]["kernel"].std()) > 0  # the discriminator exists and was trained
 
     gpt_config = apply_overrides(load_config_file("configs/imagenet_gpt_b.py:smoke"),
                                  [f"--config.tokenizer.workdir={vq_dir}"])
