@@ -74,6 +74,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 1e-4  # decoupled (AdamW), on matrices/kernels only
     c.optimizer.grad_clip = 1.0  # global-norm clipping
 
+    c.mesh = ml_collections.ConfigDict()  # data parallel: the batch is split over data x fsdp, the state replicated
+    c.mesh.data = -1  # data-parallel devices (-1: all the rest)
+    c.mesh.fsdp = 1  # (the tokenizer trainer does not shard parameters: fsdp acts as more data parallelism)
+    c.mesh.tensor = 1  # keep 1: the tokenizer trainer replicates parameters, so tensor devices would repeat work
+
     c.log_every = 100  # steps between train-metric lines in metrics.jsonl
     c.eval_every = 500  # steps between test PSNR / codebook-usage evaluations
     c.checkpoint_every = 500  # steps between checkpoints (also saved at the end)

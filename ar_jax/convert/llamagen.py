@@ -393,3 +393,18 @@ def load_vq(path: str | os.PathLike | Mapping[str, Any], preset: str | None = No
     args = _resolve("VQ", VQ_DEFAULTS, VQ_PRESETS, preset, vq_args)
     cfg = vq_config(args)
     return LlamaGenVQ(cfg, vq_params_from_state_dict(read_state_dict(path), args, cfg), args)
+
+
+def save_workdirs(gen: LlamaGenGPT | None, vq: LlamaGenVQ, workdir: str | os.PathLike,
+                  image_size: int | None = None) -> Any:
+    """Save converted models as ar_jax workdirs (`workdir` for the GPT, `workdir/tokenizer` for the VQ), so that
+    `ar_jax.load(workdir)` and `sample.py --workdir` need no conversion; see `llamagen_workdir.save_workdirs`."""
+    from ar_jax.convert import llamagen_workdir
+
+    return llamagen_workdir.save_workdirs(gen, vq, workdir, image_size)
+
+
+if __name__ == "__main__":  # python -m ar_jax.convert.llamagen --gpt P --vq P --preset GPT-B --out W
+    from ar_jax.convert import llamagen_workdir
+
+    llamagen_workdir.main()

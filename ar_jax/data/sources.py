@@ -66,11 +66,17 @@ def image_size_and_mode(data_config: ml_collections.ConfigDict) -> tuple[int, in
 def fit_image(image: Image.Image, height: int, width: int, mode: str) -> np.ndarray:
     """`image` converted to `mode`, resized (shorter side, bicubic) and centre-cropped -> uint8 `[H, W, C]`.
 
-    An image already `mode` and `height` x `width` is returned unchanged (no resampling).
+    ADM's `center_crop_arr` (LlamaGen's ImageNet preprocessing) generalised to non-square targets: first
+    halve with a box filter while the image stays at least twice the target, then bicubic. For a square
+    target it gives exactly `center_crop_arr`'s pixels. An image already `mode` and `height` x `width` is
+    returned unchanged (no resampling).
     """
     if image.mode != mode:
         image = image.convert(mode)
     w, h = image.size
+    while h >= 2 * height and w >= 2 * width:
+        image = image.resize((w // 2, h // 2), Image.Resampling.BOX)
+        w, h = image.size
     if (h, w) != (height, width):
         scale = max(height / h, width / w)  # the smallest size that covers the target in both directions
         rh, rw = max(height, round(h * scale)), max(width, round(w * scale))

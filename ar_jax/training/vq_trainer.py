@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from ar_jax import sharding
 from ar_jax.config import diff_keys, read_config, save_config
 from ar_jax.data.pipeline import batch_indices
 from ar_jax.data.sources import get_dataset
@@ -233,29 +234,39 @@ def train_vq(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     if data.image_shape[0] % cfg.downsample or data.image_shape[1] % cfg.downsample:
         raise ValueError(f"images {data.image_shape[:2]} are not divisible by the VQ downsampling {cfg.downsample} "
                          f"(ch_mult={cfg.ch_mult}); use fewer ch_mult levels.")
-    prepare_workdir(config, workdir)
+    sharding.maybe_initialize_distributed(config)
+    mesh = sharding.make_mesh(config.mesh)  # data parallel: the batch over (data, fsdp), the state replicated
+    sharding.check_batch(config.batch_size, mesh)
+    lead = jax.process_index() == 0
+    if lead:
+        prepare_workdir(config, workdir)
     tx = make_optimizer(config)
-    state = jax.jit(lambda: init_state(config, cfg, tx))()
+    rep = sharding.replicated(mesh)
+    state = jax.jit(lambda: init_state(config, cfg, tx), out_shardings=rep)()
     ckpt = Checkpointer(workdir, keep=config.keep_checkpoints)
     if ckpt.latest_step() is not None:
         state = ckpt.restore(state)
         logging.info("resumed from %s at step %d", ckpt.directory, int(state["step"]))
     start = int(state["step"])
-    writer = MetricWriter(workdir, resume_step=start)
+    writer = MetricWriter(workdir, resume_step=start) if lead else None
     p = config.get("perceptual")
     lpips_params = None
     if p is not None and p.weight > 0:
-        lpips_params = perceptual.load_params(p.vgg_weights, p.lpips_weights)
-        print(f"perceptual (LPIPS) loss on, weight {p.weight}, VGG16 from {p.vgg_weights}")
-    else:
+        lpips_params = jax.device_put(perceptual.load_params(p.vgg_weights, p.lpips_weights), rep)
+        if lead:
+            print(f"perceptual (LPIPS) loss on, weight {p.weight}, VGG16 from {p.vgg_weights}")
+    elif lead:
         print("perceptual (LPIPS) loss off: config.perceptual.weight is 0 (it needs local VGG16 and LPIPS weight "
               "files, see ar_jax/training/perceptual.py)")
-    step_fn = jax.jit(functools.partial(train_step, config=config, cfg=cfg, tx=tx), donate_argnums=0)
+    step_fn = jax.jit(functools.partial(train_step, config=config, cfg=cfg, tx=tx), donate_argnums=0,
+                      in_shardings=(rep, sharding.batch_sharding(mesh, 4), rep), out_shardings=(rep, rep))
     n, t0 = len(data.train_images), time.perf_counter()
+    rows = sharding.process_rows(config.batch_size)
     try:
         for step in range(start, config.num_train_steps):
-            idx = batch_indices(n, config.batch_size, config.seed, step)
-            state, metrics = step_fn(state, data.train_images[idx], lpips_params)
+            idx = batch_indices(n, config.batch_size, config.seed, step)[rows]
+            images = sharding.put_batch({"images": data.train_images[idx]}, mesh)["images"]
+            state, metrics = step_fn(state, images, lpips_params)
             done = step + 1
             if done % config.log_every == 0 or done == config.num_train_steps:
                 m = {k: float(v) for k, v in metrics.items()}
@@ -263,15 +274,19 @@ def train_vq(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
                     raise FloatingPointError(f"VQ loss is {m['loss']} at step {done}; lower "
                                              "config.optimizer.learning_rate (the last checkpoint is kept).")
                 rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
-                writer.write(done, **m, learning_rate=learning_rate(config, done), steps_per_s=rate)
+                if lead:
+                    writer.write(done, **m, learning_rate=learning_rate(config, done), steps_per_s=rate)
                 logging.info("step %d loss %.4f usage %.2f (%.1f steps/s)", done, m["loss"], m["usage"], rate)
             if done % config.eval_every == 0 or done == config.num_train_steps:
-                writer.write(done, **evaluate(state["params"], cfg, data.test_images))
+                scores = evaluate(state["params"], cfg, data.test_images)  # on every process (collective)
+                if lead:
+                    writer.write(done, **scores)
             if done % config.checkpoint_every == 0 or done == config.num_train_steps:
                 ckpt.save(done, state)
     finally:
         ckpt.wait()
         ckpt.close()
-        writer.close()
+        if lead:
+            writer.close()
     print(f"tokenizer trained to step {int(state['step'])} in {workdir}; metrics: {workdir / METRICS_FILE}")
     return state
