@@ -104,14 +104,13 @@ class MaskGITConfig:
             nll = self._masked_nll(params, tokens, labels, mask, drop_rng)
             return nll * (B * T / jnp.sum(mask))
         perm = jax.random.permutation(jax.random.key(0), T)
-        total = jnp.zeros((B, T), jnp.float32)
-        count = 0
-        for k in range(self.eval_levels):
-            n = max(1, math.ceil(math.cos(math.pi / 2 * (k + 0.5) / self.eval_levels) * T))
-            mask = jnp.zeros((T,), bool).at[perm[:n]].set(True)
-            total = total + self._masked_nll(params, tokens, labels, jnp.broadcast_to(mask, (B, T)), None)
-            count += n
-        return total * (T / count)
+        counts = [max(1, math.ceil(math.cos(math.pi / 2 * (k + 0.5) / self.eval_levels) * T))
+                  for k in range(self.eval_levels)]
+        ranks = jnp.zeros((T,), jnp.int32).at[perm].set(jnp.arange(T))  # position -> rank in the permutation
+        masks = ranks[None] < jnp.asarray(counts)[:, None]  # [K, T]: the first n_k positions of perm
+        per_level = jax.lax.map(
+            lambda m: self._masked_nll(params, tokens, labels, jnp.broadcast_to(m, (B, T)), None), masks)
+        return per_level.sum(0) * (T / sum(counts))
 
     def _masked_nll(self, params: Any, tokens: Array, labels: Array, mask: Array, rng: Array | None) -> Array:
         """NLL `[B, T]` of the tokens at `mask [B, T]` given the others (0 elsewhere)."""
