@@ -15,6 +15,14 @@ from ar_jax.config import read_config
 from ar_jax.evaluation.likelihood import bits_per_dim
 from ar_jax.models.transformer import param_shapes
 
+# Settings `pipe.sample` accepts unless the model family lists its own (`sampling_settings`, e.g. MaskGIT's steps).
+AR_SETTINGS = ("temperature", "top_k", "top_p", "greedy", "cfg_scale", "min_p", "typical_p", "repetition_penalty")
+
+
+def exact_likelihood(model_config: Any) -> bool:
+    """False for families whose `token_nll` is not an exact likelihood (MaskGIT declares `exact_likelihood = False`)."""
+    return getattr(model_config, "exact_likelihood", True)
+
 
 class ARPipeline:
     """A trained AR run: its config, tokenizer, transformer config and parameters."""
@@ -28,7 +36,7 @@ class ARPipeline:
     def sample_tokens(self, labels: Any, seed: int = 0, prefix: Any = None, **overrides: Any) -> jax.Array:
         """Image tokens `[B, seq_len]`; sampling settings default to `config.sampling`."""
         settings = {**self.config.sampling.to_dict(), **overrides}
-        known = {"temperature", "top_k", "top_p", "greedy", "cfg_scale", "min_p", "typical_p", "repetition_penalty"}
+        known = set(getattr(self.model_config, "sampling_settings", AR_SETTINGS))
         unknown = set(settings) - known
         if unknown:
             raise ValueError(f"unknown sampling setting(s) {sorted(unknown)}; use {', '.join(sorted(known))}.")
@@ -47,13 +55,42 @@ class ARPipeline:
         prefix = tokens[:, : num_known_rows * per_row]
         return self.tokenizer.decode(np.asarray(self.sample_tokens(labels, seed, prefix=prefix, **overrides)))
 
-    def bits_per_dim(self, images: Any, labels: Any) -> np.ndarray:
-        """Exact NLL of uint8 `images [B, H, W, C]` given `labels [B]`, in bits per dimension, `[B]`."""
+    def inpaint(self, images: Any, known: Any, labels: Any, seed: int = 0, **overrides: Any) -> np.ndarray:
+        """Keep the tokens of `images [B, H, W, C]` where `known` (bool over the token grid, `[B, rows, cols]` or
+        `[B, seq_len]`) is true and sample the others (MaskGIT runs: `config.model.family="maskgit"`)."""
+        if "known" not in getattr(self.model_config, "sampling_settings", AR_SETTINGS):
+            raise ValueError("inpainting needs a MaskGIT run (config.model.family='maskgit', e.g. "
+                             "configs/digits_maskgit.py); an AR run completes a prefix: use pipe.complete.")
+        tokens = self.tokenizer.encode(images)
+        known = np.asarray(known)
+        if known.shape[0] != tokens.shape[0] or known[0].size != tokens.shape[1]:
+            raise ValueError(f"known must be a mask over the token grid, [B={tokens.shape[0]}, {self.tokenizer.grid}] "
+                             f"or [B, {tokens.shape[1]}], got shape {known.shape}.")
+        return self.tokenizer.decode(np.asarray(self.sample_tokens(
+            labels, seed, given=tokens, known=known.reshape(tokens.shape), **overrides)))
+
+    def _tokens_and_labels(self, images: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
         tokens = self.tokenizer.encode(images)
         labels = sampling.check_labels(labels, self.model_config)
         if labels.shape[0] != tokens.shape[0]:
             raise ValueError(f"got {tokens.shape[0]} images but {labels.shape[0]} labels; pass one label per image.")
+        return tokens, labels
+
+    def bits_per_dim(self, images: Any, labels: Any) -> np.ndarray:
+        """Exact NLL of uint8 `images [B, H, W, C]` given `labels [B]`, in bits per dimension, `[B]`."""
+        if not exact_likelihood(self.model_config):
+            raise ValueError(f"a {self.config.model.family!r} run has no exact likelihood, so no bits/dim; use "
+                             "pipe.masked_bits_per_token(images, labels) (NLL of masked tokens given the others).")
+        tokens, labels = self._tokens_and_labels(images, labels)
         return bits_per_dim(self.params, self.model_config, tokens, labels, int(np.prod(self.tokenizer.image_shape)))
+
+    def masked_bits_per_token(self, images: Any, labels: Any) -> np.ndarray:
+        """MaskGIT's deterministic masked-token NLL (`ar_jax/models/maskgit.py`) in bits per masked token, `[B]`."""
+        if exact_likelihood(self.model_config):
+            raise ValueError("masked_bits_per_token is MaskGIT's measure; this run has an exact likelihood: use "
+                             "pipe.bits_per_dim.")
+        tokens, labels = self._tokens_and_labels(images, labels)
+        return bits_per_dim(self.params, self.model_config, tokens, labels, self.model_config.seq_len)
 
 
 def restore_params(workdir: str | Path, model_config: Any, item: str = "params") -> Any:

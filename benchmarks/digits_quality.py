@@ -30,6 +30,11 @@ def independent_pixel_bpd(train: np.ndarray, test: np.ndarray, levels: int) -> f
     return float(-np.log2(probs[np.arange(test.shape[1]), test]).mean())
 
 
+def digit_classifier(tokenizer, data) -> SVC:
+    """The independent judge: an SVC fitted on the real training digits' tokens only; `.predict(tokens [N, 64])`."""
+    return SVC(gamma="scale", C=10.0).fit(tokenizer.encode(data.train_images), data.train_labels)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/digits")
@@ -43,7 +48,7 @@ def main() -> None:
     train_t, test_t = tok.encode(data.train_images), tok.encode(data.test_images)
     levels = tok.vocab_size
 
-    clf = SVC(gamma="scale", C=10.0).fit(train_t, data.train_labels)
+    clf = digit_classifier(tok, data)
     real_acc = float((clf.predict(test_t) == data.test_labels).mean())
 
     bpd = float(pipe.bits_per_dim(data.test_images, data.test_labels).mean())
