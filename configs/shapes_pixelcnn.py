@@ -1,0 +1,45 @@
+"""Class-conditional plain PixelCNN (masked stack, mask A then B, R -> G -> B) on the 32x32 RGB shapes.
+
+    python train.py --config configs/shapes_pixelcnn.py --workdir runs/shapes_pixelcnn
+
+Data, tokens (16 levels per channel), sampling and mesh are configs/shapes_pixels.py's, so its bits/dim compare
+with the transformer's, the Gated PixelCNN's (configs/shapes_gated_pixelcnn.py) and PixelCNN++'s
+(configs/shapes_pixelcnn_pp.py): `python benchmarks/likelihood.py`. The model section is
+configs/digits_pixelcnn.py's, narrower. `configs/shapes_pixelcnn.py:smoke` shrinks everything for tests.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import ml_collections
+
+
+def sibling(name: str):
+    """The module of configs/<name>.py (configs is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def base_config(variant: str | None) -> ml_collections.ConfigDict:
+    """configs/shapes_pixels.py (same variant), unlocked, with the optimisation of the convolutional models."""
+    c = sibling("shapes_pixels").get_config(variant)
+    if variant != "smoke":
+        c.batch_size, c.grad_accum_steps = 16, 1  # global batch, images; convolutions need no micro-batches
+        c.num_train_steps = 600  # optimizer steps
+        c.optimizer.learning_rate = 2e-3  # peak, after warm-up
+        c.optimizer.warmup_steps = 50
+        c.log_every, c.eval_every, c.checkpoint_every = 50, 600, 100
+    return c
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    c = base_config(variant)
+    c.model = sibling("digits_pixelcnn").model_section("pixelcnn")
+    c.model.features = 48  # channels of each layer: 16 per colour channel
+    c.model.embed_dim = 8  # input embedding per subpixel token
+    c.model.dropout = 0.0  # 5,000 images, few steps: no dropout
+    if variant == "smoke":
+        c.model.features, c.model.num_layers = 12, 2
+    return c
