@@ -26,11 +26,11 @@ def base_config(variant: str | None) -> ml_collections.ConfigDict:
     """configs/shapes_pixels.py (same variant), unlocked, with the optimisation of the convolutional models."""
     c = sibling("shapes_pixels").get_config(variant)
     if variant != "smoke":
-        c.batch_size, c.grad_accum_steps = 16, 1  # global batch, images; convolutions need no micro-batches
-        c.num_train_steps = 600  # optimizer steps
-        c.optimizer.learning_rate = 2e-3  # peak, after warm-up
-        c.optimizer.warmup_steps = 50
-        c.log_every, c.eval_every, c.checkpoint_every = 50, 600, 100
+        c.batch_size, c.grad_accum_steps = 8, 1  # global batch, images; convolutions need no micro-batches
+        c.num_train_steps = 150  # optimizer steps (a CPU budget: ~8 min for PixelCNN++ on shared cores)
+        c.optimizer.learning_rate = 3e-3  # peak, after warm-up
+        c.optimizer.warmup_steps = 15
+        c.log_every, c.eval_every, c.checkpoint_every = 10, 150, 50
     return c
 
 
