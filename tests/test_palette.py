@@ -108,11 +108,11 @@ def test_palette_run_fits_once_resumes_with_its_palette_and_loads(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / PALETTE_FILE), palette[::-1])
     pipe = ar_jax.load(tmp_path)
     np.testing.assert_array_equal(pipe.tokenizer.palette, palette[::-1])
-    images = pipe.sample([0, 4], seed=0)
-    assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
+    images = pipe.sample(np.arange(5), seed=0)  # the trainer's sample grid's batch: its sampler is reused
+    assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8
     colours = {tuple(c) for c in np.round(palette).astype(np.uint8)}
     assert {tuple(p) for p in images.reshape(-1, 3)} <= colours
-    assert np.isfinite(pipe.bits_per_dim(images, [0, 4])).all()
+    assert np.isfinite(pipe.bits_per_dim(images, np.arange(5))).all()
     (tmp_path / PALETTE_FILE).unlink()
     with pytest.raises(ValueError, match="palette.npy.*missing"):
         ar_jax.load(tmp_path)

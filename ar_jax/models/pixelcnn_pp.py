@@ -196,7 +196,8 @@ def log_marginals(out: Array, tokens: Array, levels: int, mixtures: int) -> Arra
 def conditional_logits(out: Array, tokens: Array, levels: int, mixtures: int) -> Array:
     """log p(x_c = v | x_<c) `[..., C, V]` for every level v, given the true earlier channels `tokens [..., C]`."""
     log_pi, means, log_s, lp = component_logprobs(out, tokens, levels, mixtures)
-    before = jnp.cumsum(lp, axis=-2) - lp  # [..., C, M]: sum over the earlier channels
+    cum = jnp.cumsum(lp, axis=-2)
+    before = jnp.concatenate([jnp.zeros_like(cum[..., :1, :]), cum[..., :-1, :]], axis=-2)  # [..., C, M]: x_<c
     prior = log_pi[..., None, :] + before  # joint of component k and x_<c
     v = jnp.arange(levels)
     lv = discretized_logistic_logprob(v, means[..., None], log_s[..., None], levels)  # [..., C, M, V]
