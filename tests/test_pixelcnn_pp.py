@@ -119,11 +119,13 @@ def test_channel_conditionals_follow_r_g_b():
     changed = jnp.stack([base.at[j].set((base[j] + 2) % cfg.vocab_size) for j in range(T)])  # [T, T]
     lg = jax.jit(cfg.logits)(params, jnp.concatenate([base[None], changed]), jnp.ones(T + 1, jnp.int32))
     D = np.abs(np.asarray(lg[1:] - lg[:1])).max(-1).T  # D[o, j]: change of o's conditional when token j changes
-    assert (D[np.triu(np.ones((T, T), bool))] < 1e-6).all()  # nothing depends on itself or later tokens
+    # Nothing depends on itself or later tokens. Not exactly 0: the random mixture's scales reach e^7 bins, so a
+    # last-bit difference between batch rows in the network output shows up as ~1e-4 in a log-probability.
+    assert (D[np.triu(np.ones((T, T), bool))] < 1e-3).all(), D[np.triu(np.ones((T, T), bool))].max()
     p = 2 * 4 + 1
     r, g, b = p * C, p * C + 1, p * C + 2
-    assert D[g, r] > 1e-3 and D[b, r] > 1e-3 and D[b, g] > 1e-3  # G sees R; B sees R and G
-    assert (D[r, :r] > 1e-3).mean() > 0.6  # R sees the earlier pixels
+    assert D[g, r] > 1e-2 and D[b, r] > 1e-2 and D[b, g] > 1e-2  # G sees R; B sees R and G
+    assert (D[r, :r] > 1e-2).mean() > 0.6  # R sees the earlier pixels
 
 
 def test_sampler_shape_seed_prefix_and_greedy():
