@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -101,6 +102,7 @@ def main() -> None:
             rows.append((dataset, m, present[m], f"{bpd:.4f}", f"{step} x {c.batch_size}",
                          f"{n_params / 1e6:.2f} M, eval {time.perf_counter() - t0:.0f} s"))
             results[dataset][m] = round(bpd, 4)
+            print(f"{dataset} {m}: {bpd:.4f}", file=sys.stderr)
         levels = int(config.tokenizer.levels)
         tok = builders.make_tokenizer(config)
         indep = independent_pixel_bpd(tok.encode(data.train_images), tok.encode(data.test_images), levels)

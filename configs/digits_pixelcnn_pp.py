@@ -5,6 +5,10 @@
 Everything but the model section is configs/digits_pixels.py (17 grey levels: the logistic's bins have width
 2/16 on [-1, 1]). `python benchmarks/likelihood.py` compares its test bits/dim with the other families'.
 `configs/digits_pixelcnn_pp.py:smoke` shrinks everything for tests.
+
+Measured with `--config.num_train_steps=200 --config.eval_every=200 --config.checkpoint_every=100
+--config.optimizer.warmup_steps=20` (the plain and gated PixelCNN got the same): test bits/dim 1.769 (EMA) vs 1.929
+plain and 1.890 gated, in 20 min on 2 CPU cores shared with ~15 other processes.
 """
 
 from pathlib import Path

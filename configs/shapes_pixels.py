@@ -8,6 +8,9 @@ shapes' colours are continuous (all 256 values occur), so any level count quanti
 models' heads small on a CPU. A small 1-D-rope transformer: attention over 3,072 positions is the cost.
 `python benchmarks/likelihood.py` measures it beside the other families.
 `configs/shapes_pixels.py:smoke` shrinks everything for tests.
+
+Not trained to the end here: on 2 CPU cores shared with ~15 other processes one step took about 140 s (3 steps in
+8 min), so its benchmark row is empty; it needs an accelerator.
 """
 
 import ml_collections
