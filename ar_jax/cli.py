@@ -79,7 +79,7 @@ def sample_main(argv: list[str] | None = None) -> None:
         raise ValueError(f"{args.workdir!r} is a tokenizer run (config.kind={pipe.config.kind!r}); sample from an AR "
                          "run trained on its codes instead (e.g. configs/shapes_ar.py).")
     if overrides:
-        pipe = ARPipeline(apply_overrides(pipe.config, overrides), pipe.params)
+        pipe = ARPipeline(apply_overrides(pipe.config, overrides), pipe.params, tokenizer=pipe.tokenizer)
     per_class = args.per_class or pipe.config.samples_per_class
     all_classes = list(range(max(pipe.config.data.num_classes, 1)))
     classes = [int(x) for x in args.labels.split(",")] if args.labels else all_classes

@@ -25,11 +25,13 @@ def exact_likelihood(model_config: Any) -> bool:
 
 
 class ARPipeline:
-    """A trained AR run: its config, tokenizer, transformer config and parameters."""
+    """A trained AR run: its config, tokenizer, model config and parameters (a palette run needs its workdir, or
+    its tokenizer)."""
 
-    def __init__(self, config: ml_collections.ConfigDict, params: Any):
+    def __init__(self, config: ml_collections.ConfigDict, params: Any, workdir: str | Path | None = None,
+                 tokenizer: Any = None):
         self.config = config
-        self.tokenizer = builders.make_tokenizer(config)
+        self.tokenizer = tokenizer or builders.make_tokenizer(config, workdir)
         self.model_config = builders.make_model_config(config, self.tokenizer)
         self.params = params
 
@@ -124,5 +126,6 @@ def load(workdir: str | Path, weights: str = "default") -> Any:
     if weights == "ema" and not has_ema:
         raise ValueError(f"{workdir!r} was trained without EMA (config.ema_decay=0); use weights='raw'.")
     item = "ema_params" if has_ema and weights != "raw" else "params"
-    model_config = builders.make_model_config(config)
-    return ARPipeline(config, restore_params(workdir, model_config, item=item))
+    tokenizer = builders.make_tokenizer(config, workdir)
+    model_config = builders.make_model_config(config, tokenizer)
+    return ARPipeline(config, restore_params(workdir, model_config, item=item), tokenizer=tokenizer)

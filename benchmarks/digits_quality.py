@@ -21,13 +21,7 @@ from sklearn.svm import SVC
 
 import ar_jax
 from ar_jax.data.sources import digits
-
-
-def independent_pixel_bpd(train: np.ndarray, test: np.ndarray, levels: int) -> float:
-    """Bits/dim of per-pixel categoricals fitted on train tokens `[N, D]`, scored on test tokens."""
-    counts = np.stack([np.bincount(train[:, d], minlength=levels) for d in range(train.shape[1])]) + 1.0
-    probs = counts / counts.sum(1, keepdims=True)
-    return float(-np.log2(probs[np.arange(test.shape[1]), test]).mean())
+from ar_jax.evaluation.likelihood import independent_pixel_bpd
 
 
 def digit_classifier(tokenizer, data) -> SVC:

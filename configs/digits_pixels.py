@@ -25,7 +25,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.tokenizer.levels = 17  # the digits' grey levels 0..16
 
     c.model = ml_collections.ConfigDict()
-    c.model.family = "transformer"  # model family: "transformer" or "pixelcnn" (configs/digits_pixelcnn.py)
+    c.model.family = "transformer"  # "transformer", "pixelcnn" (configs/digits_pixelcnn.py) or "pixelcnn_pp"
     c.model.dim = 128  # residual width
     c.model.num_layers = 4
     c.model.num_heads = 4

@@ -1,11 +1,17 @@
-"""ImageGPT palette tokenizer: k-means distortion never rises, nearest-centroid round trip, interface, seeds."""
+"""ImageGPT palette tokenizer: k-means distortion never rises, nearest-centroid round trip, interface, seeds, and
+the palette a run saves, resumes with and loads."""
 
 import jax
 import numpy as np
 import pytest
 
+import ar_jax
+from ar_jax.config import load_config_file
+from ar_jax.data.sources import get_dataset
 from ar_jax.models.pixelcnn import PixelCNNConfig
-from ar_jax.tokenizers.palette import PaletteTokenizer, fit_palette
+from ar_jax.tokenizers.palette import PALETTE_FILE, PaletteTokenizer, fit_palette
+from ar_jax.training import trainer
+from ar_jax.training.metrics import read_metrics
 
 
 def clustered_images(n=12, h=6, w=6, seed=0):
@@ -69,3 +75,44 @@ def test_pixelcnn_models_palette_tokens():
     params, _ = cfg.init(jax.random.key(0))
     tokens = tok.encode(clustered_images(n=2))
     assert jax.jit(cfg.token_nll)(params, tokens, np.zeros(2, np.int32)).shape == (2, 36)
+
+
+def test_saved_palette_loads_back_to_identical_tokens(tmp_path):
+    images = clustered_images()
+    tok = PaletteTokenizer.fit(images, k=5, seed=0)
+    assert tok.save(tmp_path) == tmp_path / PALETTE_FILE
+    back = PaletteTokenizer.load(tmp_path, tok.image_shape, 5)
+    np.testing.assert_array_equal(back.palette, tok.palette)
+    np.testing.assert_array_equal(back.encode(images), tok.encode(images))
+    with pytest.raises(ValueError, match="palette_size=6"):
+        PaletteTokenizer.load(tmp_path, tok.image_shape, 6)
+    with pytest.raises(ValueError, match="palette.npy.*missing"):
+        PaletteTokenizer.load(tmp_path / "elsewhere", tok.image_shape, 5)
+
+
+def test_palette_run_fits_once_resumes_with_its_palette_and_loads(tmp_path):
+    def config(steps):
+        c = load_config_file("configs/shapes_palette.py:smoke")
+        c.unlock()
+        c.num_train_steps, c.eval_every, c.checkpoint_every = steps, steps, 2
+        c.lock()
+        return c
+
+    trainer.train_and_evaluate(config(2), tmp_path)
+    data = get_dataset(config(2).data)
+    palette = np.load(tmp_path / PALETTE_FILE)
+    np.testing.assert_array_equal(palette, fit_palette(data.train_images, 6, seed=0, iters=20)[0])  # seeded fit
+    np.save(tmp_path / PALETTE_FILE, palette[::-1].copy())  # a resumed run must read the file, not refit
+    trainer.train_and_evaluate(config(4), tmp_path)
+    assert max(m["step"] for m in read_metrics(tmp_path)) == 4
+    np.testing.assert_array_equal(np.load(tmp_path / PALETTE_FILE), palette[::-1])
+    pipe = ar_jax.load(tmp_path)
+    np.testing.assert_array_equal(pipe.tokenizer.palette, palette[::-1])
+    images = pipe.sample(np.arange(5), seed=0)  # the trainer's sample grid's batch: its sampler is reused
+    assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8
+    colours = {tuple(c) for c in np.round(palette).astype(np.uint8)}
+    assert {tuple(p) for p in images.reshape(-1, 3)} <= colours
+    assert np.isfinite(pipe.bits_per_dim(images, np.arange(5))).all()
+    (tmp_path / PALETTE_FILE).unlink()
+    with pytest.raises(ValueError, match="palette.npy.*missing"):
+        ar_jax.load(tmp_path)

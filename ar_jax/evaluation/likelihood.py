@@ -12,12 +12,15 @@ from ar_jax.models.transformer import TransformerConfig
 from ar_jax.training.steps import example_nll
 
 _nll = jax.jit(example_nll, static_argnames=("cfg",))
+EVAL_TOKENS = 16384  # tokens per evaluation batch by default (256 images of 64 tokens; 5 of 3072)
 
 
 def nll_nats(params: Any, cfg: TransformerConfig, tokens: np.ndarray, labels: np.ndarray,
-             batch_size: int = 256) -> np.ndarray:
-    """NLL in nats of each image, `[N]`; evaluated in fixed-size padded batches (one compilation)."""
+             batch_size: int | None = None) -> np.ndarray:
+    """NLL in nats of each image, `[N]`; evaluated in fixed-size padded batches (one compilation), by default of
+    `EVAL_TOKENS` tokens (attention over long sequences holds `[B, heads, T, T]`)."""
     n = tokens.shape[0]
+    batch_size = batch_size or max(1, min(256, EVAL_TOKENS // tokens.shape[1]))
     bs = min(batch_size, n)
     out = []
     for i in range(0, n, bs):
@@ -31,8 +34,13 @@ def nll_nats(params: Any, cfg: TransformerConfig, tokens: np.ndarray, labels: np
 
 
 def bits_per_dim(params: Any, cfg: TransformerConfig, tokens: np.ndarray, labels: np.ndarray,
-                 dims_per_image: int, batch_size: int = 256) -> np.ndarray:
+                 dims_per_image: int, batch_size: int | None = None) -> np.ndarray:
     """Bits per dimension of each image, `[N]`."""
     return nll_nats(params, cfg, tokens, labels, batch_size) / (dims_per_image * math.log(2))
 
 
+def independent_pixel_bpd(train: np.ndarray, test: np.ndarray, levels: int) -> float:
+    """Bits/dim of per-position categoricals fitted on train tokens `[N, D]` (add-one smoothing), on test tokens."""
+    counts = np.stack([np.bincount(train[:, d], minlength=levels) for d in range(train.shape[1])]) + 1.0
+    probs = counts / counts.sum(1, keepdims=True)
+    return float(-np.log2(probs[np.arange(test.shape[1]), test]).mean())

@@ -91,23 +91,10 @@ class PixelCNNConfig:
         fixes the first P tokens; `cfg_scale != 1` guides with the null class.
         """
         from ar_jax.processors import uses_guidance
-        from ar_jax.sampling import SamplingParams, check_labels
 
-        SamplingParams(temperature, top_k, top_p, greedy, cfg_scale).validate(self.vocab_size)
-        if not isinstance(cfg_scale, (int, float)):
-            raise ValueError(f"cfg_scale={cfg_scale!r}: PixelCNN sampling takes a constant guidance scale.")
-        labels = check_labels(labels, self)
-        B, T = labels.shape[0], self.seq_len
-        prefix = np.zeros((B, 0), np.int32) if prefix is None else np.asarray(prefix)
-        if prefix.ndim != 2 or prefix.shape[0] != B or prefix.shape[1] >= T:
-            raise ValueError(f"prefix must be [B={B}, P] tokens with P < seq_len={T}, got shape {prefix.shape}.")
-        if prefix.size and (prefix.min() < 0 or prefix.max() >= self.vocab_size):
-            raise ValueError(f"prefix tokens must be in [0, vocab_size={self.vocab_size}), got "
-                             f"{prefix.min()}..{prefix.max()}.")
-        tokens = np.zeros((B, T), np.int32)
-        tokens[:, : prefix.shape[1]] = prefix
+        labels, tokens, start = prepare_generation(self, labels, prefix, temperature, top_k, top_p, greedy, cfg_scale)
         return _sample(params, jnp.asarray(labels), jnp.asarray(tokens), rng, jnp.float32(max(temperature, 1e-5)),
-                       jnp.float32(top_p), jnp.float32(cfg_scale), cfg=self, start=int(prefix.shape[1]),
+                       jnp.float32(top_p), jnp.float32(cfg_scale), cfg=self, start=start,
                        top_k=int(top_k), use_top_p=top_p < 1.0, greedy=bool(greedy),
                        use_cfg=uses_guidance(cfg_scale))
 
@@ -130,6 +117,28 @@ class PixelCNNConfig:
             raise ValueError(f"num_layers={self.num_layers} and embed_dim={self.embed_dim} must be >= 1.")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1).")
+
+
+def prepare_generation(cfg: Any, labels: Any, prefix: Any, temperature: float, top_k: int, top_p: float,
+                       greedy: bool, cfg_scale: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """Checked `(labels [B], tokens [B, seq_len] with the prefix written, prefix length)` for a pixel family's
+    `generate`; ValueError naming the bad setting, before anything is compiled."""
+    from ar_jax.sampling import SamplingParams, check_labels
+
+    SamplingParams(temperature, top_k, top_p, greedy, cfg_scale).validate(cfg.vocab_size)
+    if not isinstance(cfg_scale, (int, float)):
+        raise ValueError(f"cfg_scale={cfg_scale!r}: PixelCNN sampling takes a constant guidance scale.")
+    labels = check_labels(labels, cfg)
+    B, T = labels.shape[0], cfg.seq_len
+    prefix = np.zeros((B, 0), np.int32) if prefix is None else np.asarray(prefix)
+    if prefix.ndim != 2 or prefix.shape[0] != B or prefix.shape[1] >= T:
+        raise ValueError(f"prefix must be [B={B}, P] tokens with P < seq_len={T}, got shape {prefix.shape}.")
+    if prefix.size and (prefix.min() < 0 or prefix.max() >= cfg.vocab_size):
+        raise ValueError(f"prefix tokens must be in [0, vocab_size={cfg.vocab_size}), got "
+                         f"{prefix.min()}..{prefix.max()}.")
+    tokens = np.zeros((B, T), np.int32)
+    tokens[:, : prefix.shape[1]] = prefix
+    return labels, tokens, int(prefix.shape[1])
 
 
 def channel_groups(n: int, groups: int, repeat: int = 1) -> np.ndarray:

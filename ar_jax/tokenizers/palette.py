@@ -4,6 +4,8 @@
 iterations as one jitted `lax.scan`, recording the distortion (mean squared distance to the nearest centroid)
 before each update, which Lloyd's algorithm never increases. `PaletteTokenizer` has PixelTokenizer's
 interface: uint8 images `[B, H, W, C]` <-> tokens `[B, H*W]`, decoding a token to its centroid's colour.
+A run's palette lives in its workdir (`palette.npy`): `train.py` fits it at the start of a new run, and
+`make_tokenizer` / `ar_jax.load` read it back.
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ar_jax.tokenizers.pixels import check_images
+
 Array = jax.Array
+PALETTE_FILE = "palette.npy"  # in the run's workdir
 
 
 def sq_distances(x: Array, centroids: Array) -> Array:
@@ -114,15 +120,30 @@ class PaletteTokenizer:
         return self.image_shape[0], self.image_shape[1]
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
-        images = np.asarray(images)
-        if images.ndim == 3 and self.image_shape[2] == 1:
-            images = images[..., None]
-        if images.shape[1:] != tuple(self.image_shape):
-            want = ", ".join(map(str, self.image_shape))
-            raise ValueError(f"images have shape {images.shape}; this tokenizer takes uint8 images [B, {want}].")
-        if images.dtype != np.uint8:
-            raise ValueError(f"images have dtype {images.dtype}; pass uint8 values in 0..255.")
-        return images
+        return check_images(images, self.image_shape)
+
+    def save(self, workdir: str | Path) -> Path:
+        """Write the palette to `workdir/palette.npy` (float32 `[K, C]`)."""
+        path = Path(workdir) / PALETTE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, np.asarray(self.palette, np.float32))
+        return path
+
+    @classmethod
+    def load(cls, workdir: str | Path, image_shape: tuple[int, int, int], k: int) -> PaletteTokenizer:
+        """The palette a run saved in `workdir/palette.npy`, checked against `k` colours of `image_shape[2]`
+        channels."""
+        path = Path(workdir) / PALETTE_FILE if workdir is not None else None
+        if path is None or not path.is_file():
+            raise ValueError(f"{path or PALETTE_FILE!r} is missing: this run's tokens are palette ids "
+                             "(config.tokenizer.kind='palette'), and train.py writes the palette into the workdir at "
+                             "the start of a run. Pass the run's workdir, train it first, or restore the file.")
+        palette = np.load(path)
+        if palette.shape != (k, image_shape[2]):
+            raise ValueError(f"{path} holds a palette of shape {palette.shape}, but the config asks for "
+                             f"config.tokenizer.palette_size={k} colours of {image_shape[2]} channels; use the "
+                             "workdir this config was trained in.")
+        return cls(tuple(image_shape), palette.astype(np.float32))
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """Tokens `[B, H*W]` int32: the id of each pixel's nearest palette colour."""

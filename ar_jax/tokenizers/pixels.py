@@ -7,6 +7,19 @@ import dataclasses
 import numpy as np
 
 
+def check_images(images: np.ndarray, image_shape: tuple[int, int, int]) -> np.ndarray:
+    """uint8 images `[B, *image_shape]` (a missing single channel axis is added), or ValueError naming the fix."""
+    images = np.asarray(images)
+    if images.ndim == 3 and image_shape[2] == 1:
+        images = images[..., None]
+    if images.shape[1:] != tuple(image_shape):
+        want = ", ".join(map(str, image_shape))
+        raise ValueError(f"images have shape {images.shape}; this model takes uint8 images [B, {want}].")
+    if images.dtype != np.uint8:
+        raise ValueError(f"images have dtype {images.dtype}; pass uint8 values in 0..255.")
+    return images
+
+
 @dataclasses.dataclass(frozen=True)
 class PixelTokenizer:
     """uint8 images `[B, H, W, C]` <-> tokens `[B, H*W*C]` with value v <-> token round(v*(levels-1)/255)."""
@@ -30,15 +43,7 @@ class PixelTokenizer:
         return h, w * c
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
-        images = np.asarray(images)
-        if images.ndim == 3 and self.image_shape[2] == 1:
-            images = images[..., None]
-        if images.shape[1:] != tuple(self.image_shape):
-            want = ", ".join(map(str, self.image_shape))
-            raise ValueError(f"images have shape {images.shape}; this model takes uint8 images [B, {want}].")
-        if images.dtype != np.uint8:
-            raise ValueError(f"images have dtype {images.dtype}; pass uint8 values in 0..255.")
-        return images
+        return check_images(images, self.image_shape)
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         images = self.check_images(images)

@@ -72,8 +72,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     sharding.maybe_initialize_distributed(config)
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch(config.batch_size, mesh)
-    tokenizer = builders.make_tokenizer(config)
-    cfg = builders.make_model_config(config, tokenizer)
+    tokenizer = None  # a palette run's tokenizer is made from its data, below
+    if config.tokenizer.kind != "palette":  # a bad model config is refused before the data is read
+        tokenizer = builders.make_tokenizer(config)
+        builders.make_model_config(config, tokenizer)
     data = get_dataset(config.data)
     if data.image_shape != tuple(config.data.image_shape) or data.num_classes != config.data.num_classes:
         raise ValueError(f"config.data says images {tuple(config.data.image_shape)} with {config.data.num_classes} "
@@ -82,6 +84,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     lead = jax.process_index() == 0
     if lead:
         prepare_workdir(config, workdir)
+    ckpt = Checkpointer(workdir, keep=config.keep_checkpoints)
+    if tokenizer is None and ckpt.latest_step() is None:  # a new palette run fits its palette
+        tokenizer = builders.fit_tokenizer(config, workdir, data.train_images, save=lead)
+    elif tokenizer is None:  # a resumed one reads it
+        tokenizer = builders.make_tokenizer(config, workdir)
+    cfg = builders.make_model_config(config, tokenizer)
     train_tokens, test_tokens = tokenizer.encode(data.train_images), tokenizer.encode(data.test_images)
     # MaskGIT has no exact likelihood: its eval NLL is per masked token, named so (never bits/dim).
     exact = exact_likelihood(cfg)
@@ -93,7 +101,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     state_sh = state_shardings(cfg, tx, mesh, ema=use_ema)
     state = jax.jit(functools.partial(init_state, cfg, tx, ema=use_ema),
                     out_shardings=state_sh)(jax.random.key(config.seed))
-    ckpt = Checkpointer(workdir, keep=config.keep_checkpoints)
     if ckpt.latest_step() is not None:
         state = ckpt.restore(state)
         logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
@@ -146,7 +153,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             if done % config.eval_every == 0 or done == config.num_train_steps:
                 bar.set_postfix_str(f"test {metric.replace('_per_', '/')} {evaluate(done):.4f}")
             if config.sample_every and done % config.sample_every == 0 and done != config.num_train_steps:
-                writer.write_image(done, "samples", sample_grid(config, state.ema_params if use_ema else state.params))
+                writer.write_image(done, "samples", sample_grid(config, state.ema_params if use_ema else state.params,
+                                                                 tokenizer))
             if done % config.checkpoint_every == 0 or done == config.num_train_steps or preempted.is_set():
                 ckpt.save(done, state)
             bar.update(1)
@@ -172,7 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     ckpt.save(int(state.step), state)
     ckpt.close()
     if lead:
-        grid = sample_grid(config, state.ema_params if use_ema else state.params)
+        grid = sample_grid(config, state.ema_params if use_ema else state.params, tokenizer)
         writer.write_image(int(state.step), "samples", grid)
         save_png(grid, workdir / SAMPLES_FILE)
         print(f"samples: {workdir / SAMPLES_FILE}\nTensorBoard logs: {workdir / TENSORBOARD_DIR} "
@@ -209,9 +217,9 @@ class _NullWriter:
         pass
 
 
-def sample_grid(config: ml_collections.ConfigDict, params: object) -> np.ndarray:
+def sample_grid(config: ml_collections.ConfigDict, params: object, tokenizer: object = None) -> np.ndarray:
     """A uint8 grid with one row per class (`config.samples_per_class` columns), default sampling settings."""
-    pipe = ARPipeline(config, params)
+    pipe = ARPipeline(config, params, tokenizer=tokenizer)
     classes = max(config.data.num_classes, 1)
     labels = np.repeat(np.arange(classes), config.samples_per_class)
     return grid_for_display(pipe.sample(labels, seed=config.seed), rows=classes)
