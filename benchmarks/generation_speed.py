@@ -32,11 +32,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import jax
 import numpy as np
 from digits_quality import digit_classifier
+from speed import timed
 
 import ar_jax
 from ar_jax import speculative
@@ -44,20 +44,6 @@ from ar_jax.data.shapes import classify, shape_classifier
 from ar_jax.data.sources import get_dataset
 
 SPECULATIVE_SETTINGS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "greedy", "cfg_scale")
-
-
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """(median seconds, warm-up seconds minus median) of `fn()`, which blocks until done."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    return med, max(first - med, 0.0)
 
 
 def timed_calls(fn, labels: np.ndarray, repeats: int) -> tuple[float, float, list]:
