@@ -57,7 +57,7 @@ def _beam_search(params: Any, labels: Array, schedule: Any, *, cfg: TransformerC
         if use_cfg:
             src = jnp.concatenate([src, src + B * W])
             feed = jnp.concatenate([feed, feed])
-        cache = jax.tree.map(lambda c: jnp.take(c, src, axis=1), cache)  # [layers, rows, len, kv, d]
+        cache = jax.tree.map(lambda c: jnp.take(c, src, axis=0), cache)  # per layer [rows, kv, len, d]
         nxt, cache = model.apply({"params": params}, feed[:, None], None, start=C + pos, cache=cache)
         return (cache, nxt[:, -1], scores, seqs), None
 

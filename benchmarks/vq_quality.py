@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--per_class", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cfg_scale", type=float, default=None, help="override the prior run's sampling cfg_scale")
+    parser.add_argument("--top_k", type=int, default=None, help="override the prior run's sampling top_k")
+    parser.add_argument("--temperature", type=float, default=None, help="override the prior run's temperature")
     parser.add_argument("--strict_judge", action="store_true", help="classifier fitted without blur/noise copies")
     args = parser.parse_args()
 
@@ -58,7 +60,7 @@ def main() -> None:
         pipe = ar_jax.load(args.ar_workdir)
         labels = np.repeat(np.arange(data.num_classes), args.per_class)
         t0 = time.perf_counter()
-        overrides = {} if args.cfg_scale is None else {"cfg_scale": args.cfg_scale}
+        overrides = {k: v for k in ("cfg_scale", "top_k", "temperature") if (v := getattr(args, k)) is not None}
         samples = pipe.sample(labels, seed=args.seed, **overrides)
         s = {**pipe.config.sampling.to_dict(), **overrides}
         print(f"prior {args.ar_workdir}: {len(labels)} samples (temperature {s['temperature']}, top_k {s['top_k']}, "

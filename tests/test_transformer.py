@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ar_jax.models.transformer import Transformer, init_cache, init_params, rope_table
+from ar_jax.models.transformer import (CACHED_QUERY_MAX, Transformer, cached_attention, init_cache, init_params,
+                                       rope_table, to_out_in)
 from tests.conftest import make_test_model
 
 
@@ -36,9 +37,37 @@ def test_cache_logits_equal_teacher_forcing(overrides):
     assert float(jnp.abs(tf).max()) > 0.1  # logits are not trivially zero
 
 
-def test_prefill_of_several_tokens_matches_teacher_forcing(tiny):
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_decode_layout_gives_the_same_logits(kv_heads):
+    """`out_in` weights (what sampling uses on CPU), through the cache and in teacher forcing."""
+    cfg, params = make_test_model(num_kv_heads=kv_heads)
+    tokens = jax.random.randint(jax.random.key(4), (2, cfg.seq_len), 0, cfg.vocab_size)
+    labels = jnp.array([2, 0])
+    tf, _ = Transformer(cfg).apply({"params": params}, tokens[:, :-1], labels)
+    moved = to_out_in(params)
+    assert moved["layers_0"]["attention"]["wo"].shape == (cfg.dim, cfg.num_heads, cfg.head_dim)
+    assert moved["output"].shape == (cfg.vocab_size, cfg.dim)
+    tf_t, _ = Transformer(cfg.replace(out_in=True)).apply({"params": moved}, tokens[:, :-1], labels)
+    np.testing.assert_allclose(tf_t, tf, atol=1e-5)
+    kv = cached_logits(cfg.replace(out_in=True), moved, tokens, labels)
+    np.testing.assert_allclose(kv, tf[:, cfg.cls_token_num - 1:], atol=1e-5)
+
+
+@pytest.mark.parametrize("S,KV", [(1, 4), (3, 2), (CACHED_QUERY_MAX, 1)])
+def test_cached_attention_equals_dot_product_attention(S, KV):
+    B, H, M, D = 2, 4, 11, 8
+    q = jax.random.normal(jax.random.key(0), (B, S, H, D))
+    k, v = (jax.random.normal(jax.random.key(i), (B, KV, M, D)) for i in (1, 2))
+    mask = jnp.arange(M)[None, :] <= 5 + jnp.arange(S)[:, None]  # [S, M]: positions written so far
+    want = jax.nn.dot_product_attention(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask=mask[None, None],
+                                        scale=D ** -0.5)
+    np.testing.assert_allclose(cached_attention(q, k, v, mask, D ** -0.5), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [5, 12])  # within CACHED_QUERY_MAX new positions, and beyond it
+def test_prefill_of_several_tokens_matches_teacher_forcing(tiny, n):
     cfg, params = tiny
-    tokens = jax.random.randint(jax.random.key(3), (2, 7), 0, cfg.vocab_size)
+    tokens = jax.random.randint(jax.random.key(3), (2, n), 0, cfg.vocab_size)
     labels = jnp.array([1, 1])
     tf, _ = Transformer(cfg).apply({"params": params}, tokens, labels)
     pre, _ = Transformer(cfg).apply({"params": params}, tokens, labels, cache=init_cache(cfg, 2))

@@ -3,8 +3,10 @@
 Sequence layout (LlamaGen's): `[cls_0 .. cls_{C-1}, tok_0, tok_1, ...]`; the output at sequence
 position `C - 1 + j` predicts image token `j`. Pre-norm RMSNorm blocks, SwiGLU, grouped-query
 attention with interleaved rotary embeddings (1-D or LlamaGen's 2-D grid form, class rows zero).
-The KV cache is data: `{"k", "v"}` arrays `[layers, B, max_len, kv_heads, head_dim]` passed in and
-returned; a call writes its keys/values at `start` with `lax.dynamic_update_slice`.
+The KV cache is data: `{"k", "v"}`, each a tuple of one array `[B, kv_heads, max_len, head_dim]` per layer,
+passed in and returned; a call writes its keys/values at `start` with `lax.dynamic_update_slice`. One array
+per layer, not one stacked `[layers, ...]` array: XLA:CPU updates a layer's array in place, while reading a layer
+out of a stacked array it has just updated copied the whole cache (about 20x slower at batch 16).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import jax.numpy as jnp
 from ar_jax import axes
 
 Array = jax.Array
-Cache = dict[str, Array]
+Cache = dict[str, tuple[Array, ...]]
+CACHED_QUERY_MAX = 8  # calls on a cache with at most this many new positions use `cached_attention`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +51,7 @@ class TransformerConfig:
     attn_dropout: float = 0.0
     causal: bool = True  # False: bidirectional (MaskGIT)
     dtype: str = "float32"  # compute dtype; parameters stay float32, logits are float32
+    out_in: bool = False  # decode variant: projection weights stored [out..., in...] (`to_out_in`), for CPU GEMV
 
     def replace(self, **kw: Any) -> TransformerConfig:
         return dataclasses.replace(self, **kw)
@@ -162,24 +166,64 @@ def apply_rope(x: Array, rope: Array) -> Array:
 ROW_GEMV_MAX = 4  # on CPU, products with at most this many rows run as one vector-matrix product per row
 
 
-def project(x: Array, w: Array, n_in: int = 1, out_dtype: Any = None) -> Array:
-    """`x [..., *w.shape[:n_in]] @ w` -> `[..., *w.shape[n_in:]]`: a dense projection.
+def project(x: Array, w: Array, n_in: int = 1, out_dtype: Any = None, out_in: bool = False) -> Array:
+    """`x [..., *in] @ w [*in, *out]` -> `[..., *out]`: a dense projection (`w [*out, *in]` when `out_in`).
 
-    During decoding the rows are few (batch x 1, or 2 x batch with CFG). XLA:CPU reads the weights at memory
-    speed only in its matrix-vector kernel; for 2..4 rows it packs them for a GEMM first, which measured 1.3-3x
-    slower (`benchmarks/speed.py`), so on CPU a product with at most ROW_GEMV_MAX rows is one vector-matrix
-    product per row. Same numbers either way.
+    Decoding multiplies few rows (batch, or 2 x batch with CFG) by every weight, so it runs at memory speed at
+    best. On XLA:CPU the weights' layout decides whether it does: `[out, in]` weights (`to_out_in`, what
+    `sampling` uses on CPU) go through the matrix-vector kernel for 1-16 rows; `[in, out]` weights with 2-4 rows
+    are run as one vector-matrix product per row, which beat the packed GEMM XLA picks otherwise.
     """
-    k = math.prod(w.shape[:n_in])
-    lead, out = x.shape[:x.ndim - n_in], w.shape[n_in:]
-    rows = math.prod(lead)
-    x2, w2 = x.reshape(rows, k), w.reshape(k, -1)
+    lead = x.shape[:x.ndim - n_in]
+    rows, k = math.prod(lead), math.prod(x.shape[x.ndim - n_in:])
+    x2 = x.reshape(rows, k)
     pet = out_dtype or x.dtype
-    if 1 < rows <= ROW_GEMV_MAX and jax.default_backend() == "cpu":
-        y = jnp.stack([jnp.dot(x2[r], w2, preferred_element_type=pet) for r in range(rows)])
+    if out_in:
+        out = w.shape[:w.ndim - n_in]
+        y = jnp.dot(w.reshape(-1, k), x2.T, preferred_element_type=pet).T
     else:
-        y = jnp.dot(x2, w2, preferred_element_type=pet)
+        out = w.shape[n_in:]
+        w2 = w.reshape(k, -1)
+        if 1 < rows <= ROW_GEMV_MAX and jax.default_backend() == "cpu":
+            y = jnp.stack([jnp.dot(x2[r], w2, preferred_element_type=pet) for r in range(rows)])
+        else:
+            y = jnp.dot(x2, w2, preferred_element_type=pet)
     return y.reshape(*lead, *out)
+
+
+def dense_param(module: nn.Module, cfg: TransformerConfig, name: str, shape: tuple, names: tuple, n_in: int = 1,
+                init: Any = None) -> Array:
+    """A projection weight `[*in, *out]` with logical axis `names`, or `[*out, *in]` in the `out_in` variant."""
+    if cfg.out_in:
+        shape, names = shape[n_in:] + shape[:n_in], names[n_in:] + names[:n_in]
+    return module.param(name, nn.with_logical_partitioning(init or _dense_init(), names), shape)
+
+
+PROJECTIONS = {"wq": 1, "wk": 1, "wv": 1, "wo": 2, "w1": 1, "w3": 1, "w2": 1, "output": 1}  # weight: input dims
+
+
+def to_out_in(params: Any) -> Any:
+    """Transformer parameters with every projection weight moved to `[*out, *in]`, for `cfg.replace(out_in=True)`."""
+    def move(path, w):
+        n_in = PROJECTIONS.get(getattr(path[-1], "key", None))
+        return w if n_in is None else jnp.moveaxis(w, tuple(range(n_in)), tuple(range(w.ndim - n_in, w.ndim)))
+    return jax.tree_util.tree_map_with_path(move, params)
+
+
+def cached_attention(q: Array, k: Array, v: Array, mask: Array, scale: float) -> Array:
+    """Attention of new positions `q [B, S, H, D]` over the cache `k, v [B, KV, M, D]` (mask `[S, M]`).
+
+    The cache is heads-major, so both contractions are batched over (B, KV) as stored: no transposed copy of
+    the cache each step, which `jax.nn.dot_product_attention` over `[B, M, KV, D]` made on XLA:CPU.
+    """
+    B, S, H, D = q.shape
+    KV = k.shape[1]
+    qg = q.reshape(B, S, KV, H // KV, D).transpose(0, 2, 1, 3, 4).reshape(B, KV, S * (H // KV), D)
+    s = jnp.einsum("bkqd,bkmd->bkqm", qg, k, preferred_element_type=jnp.float32) * scale
+    s = jnp.where(jnp.repeat(mask, H // KV, axis=0)[None, None], s, -jnp.inf)
+    p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkqm,bkmd->bkqd", p, v, preferred_element_type=jnp.float32)  # [B, KV, S * G, D]
+    return out.reshape(B, KV, S, H // KV, D).transpose(0, 2, 1, 3, 4).reshape(B, S, H, D).astype(q.dtype)
 
 
 def _dense_init(std: float = 0.02):
@@ -203,26 +247,32 @@ class Attention(nn.Module):
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, x: Array, rope: Array, mask: Array, layer: int, cache: Cache | None,
-                 start: Array | int, deterministic: bool) -> tuple[Array, Cache | None]:
+    def __call__(self, x: Array, rope: Array, mask: Array, cache: tuple[Array, Array] | None,
+                 start: Array | int, deterministic: bool) -> tuple[Array, tuple[Array, Array] | None]:
         cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
         H, KV, D = cfg.num_heads, cfg.kv_heads, cfg.head_dim
-        p = lambda name, shape, names: self.param(
-            name, nn.with_logical_partitioning(_dense_init(), names), shape).astype(dt)
+        p = lambda name, shape, names, n_in=1: dense_param(self, cfg, name, shape, names, n_in).astype(dt)
         wq = p("wq", (cfg.dim, H, D), (axes.EMBED, axes.HEADS, axes.HEAD_DIM))
         wk = p("wk", (cfg.dim, KV, D), (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM))
         wv = p("wv", (cfg.dim, KV, D), (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM))
-        wo = p("wo", (H, D, cfg.dim), (axes.HEADS, axes.HEAD_DIM, axes.EMBED))
-        q = apply_rope(project(x, wq), rope)  # [B, S, H, D]
-        k = apply_rope(project(x, wk), rope)  # [B, S, KV, D]
-        v = project(x, wv)
+        wo = p("wo", (H, D, cfg.dim), (axes.HEADS, axes.HEAD_DIM, axes.EMBED), 2)
+        q = apply_rope(project(x, wq, out_in=cfg.out_in), rope)  # [B, S, H, D]
+        k = apply_rope(project(x, wk, out_in=cfg.out_in), rope)  # [B, S, KV, D]
+        v = project(x, wv, out_in=cfg.out_in)
         if cache is not None:
-            idx = (layer, 0, start, 0, 0)
-            cache = {"k": jax.lax.dynamic_update_slice(cache["k"], k[None].astype(cache["k"].dtype), idx),
-                     "v": jax.lax.dynamic_update_slice(cache["v"], v[None].astype(cache["v"].dtype), idx)}
-            k, v = cache["k"][layer].astype(dt), cache["v"][layer].astype(dt)
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=D ** -0.5)  # [B, S, H, D]
-        out = project(out, wo, n_in=2)
+            ck, cv = cache  # [B, KV, M, D]
+            idx = (0, 0, start, 0)
+            ck = jax.lax.dynamic_update_slice(ck, k.transpose(0, 2, 1, 3).astype(ck.dtype), idx)
+            cv = jax.lax.dynamic_update_slice(cv, v.transpose(0, 2, 1, 3).astype(cv.dtype), idx)
+            cache = (ck, cv)
+        if cache is not None and q.shape[1] <= CACHED_QUERY_MAX:
+            out = cached_attention(q, ck.astype(dt), cv.astype(dt), mask[0, 0], D ** -0.5)
+        elif cache is not None:
+            k, v = ck.transpose(0, 2, 1, 3).astype(dt), cv.transpose(0, 2, 1, 3).astype(dt)
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=D ** -0.5)
+        else:
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=D ** -0.5)  # [B, S, H, D]
+        out = project(out, wo, n_in=2, out_in=cfg.out_in)
         return nn.Dropout(cfg.resid_dropout)(out, deterministic=deterministic), cache
 
 
@@ -232,25 +282,22 @@ class FeedForward(nn.Module):
     @nn.compact
     def __call__(self, x: Array, deterministic: bool) -> Array:
         cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
-        p = lambda name, shape, names: self.param(
-            name, nn.with_logical_partitioning(_dense_init(), names), shape).astype(dt)
+        p = lambda name, shape, names: dense_param(self, cfg, name, shape, names).astype(dt)
         w1 = p("w1", (cfg.dim, cfg.hidden_dim), (axes.EMBED, axes.MLP))
         w3 = p("w3", (cfg.dim, cfg.hidden_dim), (axes.EMBED, axes.MLP))
         w2 = p("w2", (cfg.hidden_dim, cfg.dim), (axes.MLP, axes.EMBED))
-        h = nn.silu(project(x, w1)) * project(x, w3)
-        return nn.Dropout(cfg.ffn_dropout)(project(h, w2), deterministic=deterministic)
+        h = nn.silu(project(x, w1, out_in=cfg.out_in)) * project(x, w3, out_in=cfg.out_in)
+        return nn.Dropout(cfg.ffn_dropout)(project(h, w2, out_in=cfg.out_in), deterministic=deterministic)
 
 
 class Block(nn.Module):
     cfg: TransformerConfig
-    layer: int
 
     @nn.compact
     def __call__(self, x, rope, mask, cache, start, deterministic):
         dt = jnp.dtype(self.cfg.dtype)
         h, cache = Attention(self.cfg, name="attention")(
-            RMSNorm(self.cfg.norm_eps, dt, name="attention_norm")(x), rope, mask, self.layer, cache, start,
-            deterministic)
+            RMSNorm(self.cfg.norm_eps, dt, name="attention_norm")(x), rope, mask, cache, start, deterministic)
         x = x + h
         x = x + FeedForward(self.cfg, name="feed_forward")(
             RMSNorm(self.cfg.norm_eps, dt, name="ffn_norm")(x), deterministic)
@@ -289,27 +336,33 @@ class Transformer(nn.Module):
         rope = jax.lax.dynamic_slice_in_dim(rope_table(cfg), start, S)  # [S, D/2, 2]
         q_pos = start + jnp.arange(S)
         if cache is not None:
-            k_pos = jnp.arange(cache["k"].shape[2])
+            k_pos = jnp.arange(cache["k"][0].shape[2])
             mask = (k_pos[None, :] <= q_pos[:, None]) if cfg.causal else (k_pos[None, :] < start + S)[None]
             mask = jnp.broadcast_to(mask, (S, k_pos.shape[0]))
         else:
             mask = jnp.tril(jnp.ones((S, S), bool)) if cfg.causal else jnp.ones((S, S), bool)
         mask = mask[None, None]  # [1, 1, S, M]
+        new = []
         for i in range(cfg.num_layers):
-            x, cache = Block(cfg, i, name=f"layers_{i}")(x, rope, mask, cache, start, deterministic)
+            x, layer = Block(cfg, name=f"layers_{i}")(
+                x, rope, mask, None if cache is None else (cache["k"][i], cache["v"][i]), start, deterministic)
+            new.append(layer)
+        if cache is not None:
+            cache = {"k": tuple(k for k, _ in new), "v": tuple(v for _, v in new)}
         x = RMSNorm(cfg.norm_eps, dt, name="norm")(x)
-        out = self.param("output", nn.with_logical_partitioning(
-            nn.initializers.zeros, (axes.EMBED, axes.VOCAB)), (cfg.dim, cfg.vocab_size))
-        logits = project(x, out.astype(dt), out_dtype=jnp.float32)
+        out = dense_param(self, cfg, "output", (cfg.dim, cfg.vocab_size), (axes.EMBED, axes.VOCAB),
+                          init=nn.initializers.zeros)
+        logits = project(x, out.astype(dt), out_dtype=jnp.float32, out_in=cfg.out_in)
         return logits.astype(jnp.float32), cache
 
 
 def init_cache(cfg: TransformerConfig, batch: int, max_len: int | None = None,
                dtype: Any = None) -> Cache:
-    """Zeroed cache `{"k", "v"}`, each `[layers, B, max_len, kv_heads, head_dim]`."""
-    shape = (cfg.num_layers, batch, max_len or cfg.max_len, cfg.kv_heads, cfg.head_dim)
+    """Zeroed cache `{"k", "v"}`, each a tuple of `num_layers` arrays `[B, kv_heads, max_len, head_dim]`."""
+    shape = (batch, cfg.kv_heads, max_len or cfg.max_len, cfg.head_dim)
     dtype = dtype or jnp.dtype(cfg.dtype)
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+    zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+    return {"k": zeros(), "v": zeros()}
 
 
 def init_params(cfg: TransformerConfig, rng: Array) -> tuple[Any, Any]:
