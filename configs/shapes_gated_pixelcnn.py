@@ -5,9 +5,8 @@
 configs/shapes_pixelcnn.py with kind="gated": same data, tokens, width, depth and optimisation, so the two
 differ only in the stacks (`python benchmarks/likelihood.py`). `configs/shapes_gated_pixelcnn.py:smoke` for tests.
 
-Measured (same shared machine and budget as configs/shapes_pixelcnn.py; about 28 min with one resume): test
-bits/dim 0.758 (EMA), worse than the plain stack's 0.698 after 150 steps of 8: the gated model (four
-convolutions a layer) has not caught up at this budget.
+Measured (idle 2 CPU cores, 600 steps of 8, 7 min 10 s of training): test bits/dim 0.162 (EMA), better than the
+plain stack's 0.182 at the same steps (after 150 steps the two were 0.580 and 0.653).
 """
 
 import importlib.util

@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-MESHES = [(8, 1, 1), (2, 4, 1), (1, 4, 2), (2, 2, 2)]
+MESHES = [(8, 1, 1), (1, 4, 2), (2, 2, 2)]  # data only; fsdp + tensor; all three
 
 
 def config(mesh=(1, 1, 1)):

@@ -36,7 +36,7 @@ def runs(tmp_path_factory):
 def test_meshes_match_one_device(runs):
     _, meshes, _ = runs
     assert meshes["devices"] == 8
-    for shape in ["mesh_8_1_1", "mesh_2_4_1", "mesh_1_4_2", "mesh_2_2_2"]:
+    for shape in ["mesh_8_1_1", "mesh_1_4_2", "mesh_2_2_2"]:
         np.testing.assert_allclose(meshes[shape]["losses"], meshes["ref_losses"], rtol=1e-5)
         assert meshes[shape]["max_rel_param_diff"] <= 1e-5, (shape, meshes[shape]["max_rel_param_diff"])
 

@@ -5,8 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ar_jax.models.transformer import (CACHED_QUERY_MAX, Transformer, cached_attention, init_cache, init_params,
-                                       rope_table, to_out_in)
+from ar_jax.models.transformer import (
+    CACHED_QUERY_MAX,
+    Transformer,
+    cached_attention,
+    init_cache,
+    init_params,
+    rope_table,
+    to_out_in,
+)
 from tests.conftest import make_test_model
 
 

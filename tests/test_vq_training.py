@@ -54,10 +54,13 @@ def test_dead_code_restart_replaces_exactly_the_unused_codes():
     assert not np.array_equal(new[1], new[3])  # distinct encoder outputs
 
 
+GAN = {"gan.weight": 0.5, "gan.start_step": 3, "log_every": 1}  # the shared run is a VQGAN: D from step 3
+
+
 @pytest.fixture(scope="module")
 def vq_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("vq")
-    state = train_vq(config("configs/shapes_vq.py:smoke"), workdir)
+    state = train_vq(config("configs/shapes_vq.py:smoke", **GAN), workdir)
     return workdir, state
 
 
@@ -72,7 +75,7 @@ def test_smoke_vq_training_reduces_loss_and_resumes(vq_run):
     shutil.copytree(workdir, resumed)
     shutil.rmtree(resumed / "checkpoints" / "20")
     assert Checkpointer(resumed).latest_step() == 10
-    again = train_vq(config("configs/shapes_vq.py:smoke"), resumed)
+    again = train_vq(config("configs/shapes_vq.py:smoke", **GAN), resumed)
     assert int(again["step"]) == 20
     for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(again["params"]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
@@ -116,15 +119,13 @@ def test_two_stage_smoke_run_samples_rgb_images(vq_run, tmp_path):
     assert samples.shape == (2, 32, 32, 3) and samples.dtype == np.uint8
 
 
-def test_vqgan_smoke_trains_discriminator_after_start_step(tmp_path):
+def test_vqgan_smoke_trains_discriminator_after_start_step(vq_run):
     from ar_jax.training import vq_gan
 
     logits = jnp.array([2.0, -0.5])
     np.testing.assert_allclose(vq_gan.hinge_d_loss(logits, -logits), 0.5 * (0.75 + 0.75))  # relu(1-2)=0, relu(1.5)
     np.testing.assert_allclose(vq_gan.adaptive_weight(jnp.ones(4) * 3, jnp.ones(4)), 3 / (1 + 0.5e-4), rtol=1e-6)
-    c = config("configs/shapes_vq.py:smoke", **{"gan.weight": 0.5, "gan.start_step": 3, "num_train_steps": 6,
-                                                 "checkpoint_every": 6, "eval_every": 6, "log_every": 1})
-    train_vq(c, tmp_path)
-    lines = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines() if "d_loss" in ln]
-    assert [m["d_factor"] for m in lines] == [0, 0, 0, 1, 1, 1]  # logged after step s: factor of step s-1
+    workdir, _ = vq_run
+    lines = [json.loads(ln) for ln in (workdir / "metrics.jsonl").read_text().splitlines() if "d_loss" in ln]
+    assert [m["d_factor"] for m in lines] == [0] * 3 + [1] * 17  # logged after step s: factor of step s-1
     assert all(np.isfinite(m["loss"]) and m["gan_lambda"] >= 0 for m in lines)

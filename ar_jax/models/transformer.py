@@ -6,7 +6,8 @@ attention with interleaved rotary embeddings (1-D or LlamaGen's 2-D grid form, c
 The KV cache is data: `{"k", "v"}`, each a tuple of one array `[B, kv_heads, max_len, head_dim]` per layer,
 passed in and returned; a call writes its keys/values at `start` with `lax.dynamic_update_slice`. One array
 per layer, not one stacked `[layers, ...]` array: XLA:CPU updates a layer's array in place, while reading a layer
-out of a stacked array it has just updated copied the whole cache (about 20x slower at batch 16).
+out of a stacked array it had just updated copied the whole cache, every layer of every step. Heads-major, so
+decoding attention reads it without a transposed copy (`cached_attention`).
 """
 
 from __future__ import annotations
