@@ -51,7 +51,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.samples_per_class = 8  # columns of the final samples.png grid
     c.sample_every = 0  # only at the end (each grid decodes through the VQ)
     c.sampling.cfg_scale = 2.0  # classifier-free guidance
-    c.sampling.top_k = 8  # of 256 codes: stray low-probability codes bend the edges of squares into circles
+    c.sampling.top_k = 8  # of 128 codes: stray low-probability codes bend the edges of squares into circles
 
     if variant == "smoke":
         c.model.dim, c.model.num_layers, c.model.mlp_dim = 32, 2, 64

@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-MESHES = [(8, 1, 1), (1, 4, 2), (2, 2, 2)]  # data only; fsdp + tensor; all three
+MESHES = [(8, 1, 1), (2, 2, 2)]  # data parallelism alone; data, fsdp and tensor together
 
 
 def config(mesh=(1, 1, 1)):
