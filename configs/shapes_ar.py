@@ -6,8 +6,8 @@
 2,500 steps of 32 over 20,000 generated images took 8 min 45 s on the idle 2 CPU cores (test bits/dim 0.0395 of
 the pixels, 1.90 bits per code; on the VQ run's 5,000 images the same model overfit: 0.0447). Class-consistency of
 400 samples (seed 1) at the defaults below (cfg_scale 2.0, top_k 8): 0.970 by the default judge, 0.907 by the
-strict one (`--strict_judge`); with top_k off and cfg_scale 3.0 the strict judge saw squares drawn with bent
-edges called circles (0.855).
+strict one (`--strict_judge`). Without top_k, at cfg_scale 3.0, a run on 5,000 images drew squares with
+bent edges that the strict judge called circles (0.855).
 The dataset is tokenized once (cached in the tokenizer workdir's token_cache/); samples are decoded to pixels
 by the VQ decoder. `python benchmarks/vq_quality.py --vq_workdir runs/shapes_vq --ar_workdir runs/shapes_ar`
 judges them. Everything but data, tokenizer and model size is configs/digits_pixels.py.

@@ -171,9 +171,9 @@ def project(x: Array, w: Array, n_in: int = 1, out_dtype: Any = None, out_in: bo
     """`x [..., *in] @ w [*in, *out]` -> `[..., *out]`: a dense projection (`w [*out, *in]` when `out_in`).
 
     Decoding multiplies few rows (batch, or 2 x batch with CFG) by every weight, so it runs at memory speed at
-    best. On XLA:CPU the weights' layout decides whether it does: `[out, in]` weights (`to_out_in`, what
-    `sampling` uses on CPU) go through the matrix-vector kernel for 1-16 rows; `[in, out]` weights with 2-4 rows
-    are run as one vector-matrix product per row, which beat the packed GEMM XLA picks otherwise.
+    best. On XLA:CPU the weights' layout matters: `[out, in]` weights (`to_out_in`, what `sampling` uses on CPU)
+    make each output one contiguous weight row, faster for 1-16 rows; `[in, out]` weights with 2-4 rows are run
+    as one vector-matrix product per row, which beat the packed GEMM XLA picks otherwise.
     """
     lead = x.shape[:x.ndim - n_in]
     rows, k = math.prod(lead), math.prod(x.shape[x.ndim - n_in:])
