@@ -268,10 +268,9 @@ class Attention(nn.Module):
             cache = (ck, cv)
         if cache is not None and q.shape[1] <= CACHED_QUERY_MAX:
             out = cached_attention(q, ck.astype(dt), cv.astype(dt), mask[0, 0], D ** -0.5)
-        elif cache is not None:
-            k, v = ck.transpose(0, 2, 1, 3).astype(dt), cv.transpose(0, 2, 1, 3).astype(dt)
-            out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=D ** -0.5)
-        else:
+        else:  # training, or a prefill longer than CACHED_QUERY_MAX
+            if cache is not None:
+                k, v = ck.transpose(0, 2, 1, 3).astype(dt), cv.transpose(0, 2, 1, 3).astype(dt)
             out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=D ** -0.5)  # [B, S, H, D]
         out = project(out, wo, n_in=2, out_in=cfg.out_in)
         return nn.Dropout(cfg.resid_dropout)(out, deterministic=deterministic), cache
