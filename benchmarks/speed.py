@@ -8,6 +8,10 @@ Random-initialised LlamaGen GPT-B shape (12 layers, 12 heads, dim 768, vocab 163
 in float32 unless --dtype says otherwise. Each figure is the median of --repeats timed runs after one warm-up
 run; the warm-up's extra time is reported as compile time. LlamaGen's figures are from
 ../shared/peers/llamagen.md (PyTorch 2.13 CPU, 2 threads, same machine kind); the ratio is theirs / ours.
+The run also measures this machine (`machine`: memory read rate and float32 matmul rate) and prints a floor beside
+each figure: the time at those rates (every weight read once per generated token; XLA's FLOP count at the matmul
+rate). The floor is what the hardware allows, not what XLA:CPU's kernels reach: at 2-16 rows a product
+runs far below the read rate (see ar_jax/compile_options.py).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 
 LLAMAGEN_S = {"generate_b1": 23.9, "generate_b8": 74.5, "train_step_b8": 27.1, "vq_decode_b8": 35.3}
 NAMES = list(LLAMAGEN_S)
+MACHINE = "machine"  # this machine's memory read rate and float32 matmul rate, for the floor column
 
 
 def gpt_b(dtype: str):
@@ -49,6 +54,38 @@ def timed(fn, repeats: int) -> tuple[float, float]:
     return med, max(first - med, 0.0)
 
 
+def bench_machine(repeats: int) -> dict:
+    """Read rate (a jitted sum over 1 GiB) and float32 matmul rate (jitted 4096^3, and NumPy's BLAS) here."""
+    big = [jnp.ones((2**28,), jnp.float32)]
+    total = jax.jit(jnp.sum)
+    read_s, _ = timed(lambda: jax.block_until_ready(total(big[0])), repeats)
+    big.clear()
+    n = 4096
+    a = jnp.ones((n, n), jnp.float32)
+    mm = jax.jit(jnp.dot)
+    mm_s, _ = timed(lambda: jax.block_until_ready(mm(a, a)), repeats)
+    an = np.ones((n, n), np.float32)
+    np_s, _ = timed(lambda: an @ an, repeats)
+    out = {"median_s": mm_s, "compile_s": 0.0, "read_gb_s": 2**30 / read_s / 1e9,
+           "matmul_gflop_s": 2 * n**3 / mm_s / 1e9, "numpy_matmul_gflop_s": 2 * n**3 / np_s / 1e9}
+    from ar_jax.models.transformer import project
+
+    weights = [jnp.full((16384, 768), i, jnp.float32) for i in range(8)]  # 403 MB, [out, in] as decoding reads them
+    products = jax.jit(lambda x, ws: [project(x, w, out_in=True) for w in ws])
+    for rows in (1, 2, 16):
+        x = jnp.ones((rows, 768), jnp.float32)
+        s, _ = timed(lambda x=x: jax.block_until_ready(products(x, weights)), repeats)
+        out[f"product_{rows}rows_gb_s"] = 8 * weights[0].nbytes / s / 1e9  # weight bytes read per second
+    return out
+
+
+def flops_of(fn, *args) -> float:
+    """XLA's FLOP count of the compiled `fn(*args)`."""
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", float("nan")))
+
+
 def bench_generate(batch: int, dtype: str, repeats: int) -> dict:
     from ar_jax.models.transformer import init_params
     from ar_jax.sampling import generate
@@ -61,8 +98,11 @@ def bench_generate(batch: int, dtype: str, repeats: int) -> dict:
     run = lambda: jax.block_until_ready(generate(params, cfg, labels, jax.random.key(next(seeds)), cfg_scale=4.0,
                                                  top_k=2000, temperature=1.0))
     med, compile_s = timed(run, repeats)
+    n_params = sum(p.size for p in jax.tree.leaves(params))
+    rows = 2 * batch  # CFG: conditional and unconditional rows
     return {"median_s": med, "compile_s": compile_s, "tokens_per_s": batch * cfg.seq_len / med,
-            "images_per_s": batch / med}
+            "images_per_s": batch / med, "weight_bytes_per_step": n_params * jnp.dtype(dtype).itemsize,
+            "flops": 2.0 * n_params * rows * cfg.seq_len}
 
 
 def bench_train(batch: int, dtype: str, repeats: int) -> dict:
@@ -89,7 +129,8 @@ def bench_train(batch: int, dtype: str, repeats: int) -> dict:
 
     del ml_collections
     med, compile_s = timed(run, repeats)
-    return {"median_s": med, "compile_s": compile_s, "tokens_per_s": batch * cfg.seq_len / med}
+    flops = flops_of(functools.partial(train_step, cfg=cfg, tx=tx, seed=0, label_dropout=0.1), holder[0], batch_)
+    return {"median_s": med, "compile_s": compile_s, "tokens_per_s": batch * cfg.seq_len / med, "flops": flops}
 
 
 def bench_vq_decode(batch: int, dtype: str, repeats: int) -> dict:
@@ -99,13 +140,15 @@ def bench_vq_decode(batch: int, dtype: str, repeats: int) -> dict:
                       ch_mult=(1, 1, 2, 2, 4), z_channels=256, num_res_blocks=2)
     params = vq.init_params(cfg, jax.random.key(0), image_size=256)
     codes = jnp.asarray(np.random.default_rng(0).integers(0, 16384, (batch, 16, 16)), jnp.int32)
-    decode = jax.jit(lambda p, c: vq.decode_codes(p, cfg, c))
-    run = lambda: jax.block_until_ready(decode(params, codes))
+    run = lambda: jax.block_until_ready(vq.decode_codes(params, cfg, codes))  # the library's compiled decode
     med, compile_s = timed(run, repeats)
-    return {"median_s": med, "compile_s": compile_s, "images_per_s": batch / med}
+    flops = flops_of(lambda p, c: vq.decode_codes(p, cfg, c), params, codes)
+    return {"median_s": med, "compile_s": compile_s, "images_per_s": batch / med, "flops": flops}
 
 
 def run_one(name: str, dtype: str, repeats: int) -> dict:
+    if name == MACHINE:
+        return {"name": name, "repeats": repeats, **bench_machine(repeats), "device": str(jax.devices()[0].device_kind)}
     fn = {"generate_b1": lambda: bench_generate(1, dtype, repeats),
           "generate_b8": lambda: bench_generate(8, dtype, repeats),
           "train_step_b8": lambda: bench_train(8, dtype, repeats),
@@ -120,7 +163,7 @@ def run_one(name: str, dtype: str, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=NAMES)
+    parser.add_argument("--only", choices=NAMES + [MACHINE])
     parser.add_argument("--json", action="store_true", help="one JSON object a line")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=3)
@@ -129,7 +172,7 @@ def main() -> None:
         rows = [run_one(args.only, args.dtype, args.repeats)]
     else:
         rows = []
-        for name in NAMES:
+        for name in [MACHINE] + NAMES:
             proc = subprocess.run([sys.executable, __file__, "--only", name, "--json", "--dtype", args.dtype,
                                    "--repeats", str(args.repeats)], capture_output=True, text=True)
             if proc.returncode:
@@ -140,14 +183,33 @@ def main() -> None:
         for r in rows:
             print(json.dumps(r))
         return
+    machine = next((r for r in rows if r["name"] == MACHINE), None)
+    rows = [r for r in rows if r["name"] != MACHINE]
     print(f"device: {rows[0]['device'] if rows else '?'}, dtype {args.dtype}, median of {args.repeats} after warm-up")
+    if machine:
+        print(f"this machine: {machine['read_gb_s']:.1f} GB/s memory read, {machine['matmul_gflop_s']:.0f} GFLOP/s "
+              f"float32 matmul (XLA, 4096^3; NumPy's BLAS {machine['numpy_matmul_gflop_s']:.0f}); XLA's products "
+              f"by 768->16384 weights read them at {machine['product_1rows_gb_s']:.1f} / "
+              f"{machine['product_2rows_gb_s']:.1f} / {machine['product_16rows_gb_s']:.1f} GB/s with 1 / 2 / 16 rows")
     print(f"{'benchmark':16s} {'median s':>9s} {'compile s':>9s} {'tokens/s':>9s} {'images/s':>9s} "
-          f"{'peak GiB':>8s} {'LlamaGen s':>10s} {'speed-up':>8s}")
+          f"{'peak GiB':>8s} {'floor s':>8s} {'LlamaGen s':>10s} {'speed-up':>8s}")
     for r in rows:
         print(f"{r['name']:16s} {r['median_s']:9.2f} {r['compile_s']:9.1f} {r.get('tokens_per_s', float('nan')):9.1f} "
-              f"{r.get('images_per_s', float('nan')):9.3f} {r['peak_rss_gib']:8.2f} {r['llamagen_s']:10.1f} "
-              f"{r['speedup_vs_llamagen']:7.1f}x")
+              f"{r.get('images_per_s', float('nan')):9.3f} {r['peak_rss_gib']:8.2f} {floor_s(r, machine):8.2f} "
+              f"{r['llamagen_s']:10.1f} {r['speedup_vs_llamagen']:7.1f}x")
+    print("floor s: the time at this machine's measured rates: every weight read once a step for generation (or "
+          "its FLOPs at the matmul rate, if more), XLA's FLOP count at the matmul rate for the others.")
 
+
+def floor_s(row: dict, machine: dict | None) -> float:
+    """Seconds `row` cannot beat at `machine`'s read and matmul rates (nan without a machine row)."""
+    if machine is None:
+        return float("nan")
+    compute = row["flops"] / (machine["matmul_gflop_s"] * 1e9)
+    if "weight_bytes_per_step" in row:
+        steps = row["tokens_per_s"] * row["median_s"] / (row["images_per_s"] * row["median_s"])
+        return max(compute, steps * row["weight_bytes_per_step"] / (machine["read_gb_s"] * 1e9))
+    return compute
 
 if __name__ == "__main__":
     main()

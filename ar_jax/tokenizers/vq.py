@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ar_jax.compile_options import cpu_jit
+
 Array = jax.Array
 
 
@@ -301,20 +303,20 @@ def param_shapes(cfg: VQConfig) -> Any:
     return jax.eval_shape(lambda r: init_params(cfg, r, cfg.downsample), jax.random.key(0))
 
 
-@functools.partial(jax.jit, static_argnames="cfg")
+@functools.partial(cpu_jit, static_argnames="cfg")
 def encode(params: Any, cfg: VQConfig, images: Array) -> tuple[Array, Array]:
     """images `[B, H, W, C]` in [-1, 1] -> `(codes [B, h, w] int32, quant [B, h, w, D])`."""
     quant, codes, _ = VQModel(cfg).apply({"params": params}, images, method=VQModel.encode)
     return codes, quant
 
 
-@functools.partial(jax.jit, static_argnames="cfg")
+@functools.partial(cpu_jit, static_argnames="cfg")
 def decode(params: Any, cfg: VQConfig, quant: Array) -> Array:
     """quant `[B, h, w, D]` -> images `[B, H, W, C]` (not clipped)."""
     return VQModel(cfg).apply({"params": params}, quant, method=VQModel.decode)
 
 
-@functools.partial(jax.jit, static_argnames="cfg")
+@functools.partial(cpu_jit, static_argnames="cfg")
 def decode_codes(params: Any, cfg: VQConfig, codes: Array) -> Array:
     """codes `[B, h, w]` -> images `[B, H, W, C]` (not clipped)."""
     return VQModel(cfg).apply({"params": params}, codes, method=VQModel.decode_codes)

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from ar_jax import sharding
+from ar_jax.compile_options import EIGEN_CPU, cpu_options
 from ar_jax.config import diff_keys, read_config, save_config
 from ar_jax.data.pipeline import batch_indices
 from ar_jax.data.sources import get_dataset
@@ -259,7 +260,8 @@ def train_vq(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         print("perceptual (LPIPS) loss off: config.perceptual.weight is 0 (it needs local VGG16 and LPIPS weight "
               "files, see ar_jax/training/perceptual.py)")
     step_fn = jax.jit(functools.partial(train_step, config=config, cfg=cfg, tx=tx), donate_argnums=0,
-                      in_shardings=(rep, sharding.batch_sharding(mesh, 4), rep), out_shardings=(rep, rep))
+                      in_shardings=(rep, sharding.batch_sharding(mesh, 4), rep), out_shardings=(rep, rep),
+                      compiler_options=cpu_options(EIGEN_CPU, mesh.devices.flat[0].platform))
     n, t0 = len(data.train_images), time.perf_counter()
     rows = sharding.process_rows(config.batch_size)
     try:
