@@ -8,6 +8,7 @@ import pytest
 from ar_jax.models.transformer import (
     CACHED_QUERY_MAX,
     Transformer,
+    blockwise_causal_attention,
     cached_attention,
     init_cache,
     init_params,
@@ -69,6 +70,31 @@ def test_cached_attention_equals_dot_product_attention(S, KV):
     want = jax.nn.dot_product_attention(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask=mask[None, None],
                                         scale=D ** -0.5)
     np.testing.assert_allclose(cached_attention(q, k, v, mask, D ** -0.5), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("S,KV,block", [(37, 4, 8), (24, 2, 8), (5, 1, 8)])
+def test_blockwise_causal_attention_equals_full(S, KV, block):
+    B, H, D = 2, 4, 8
+    q = jax.random.normal(jax.random.key(0), (B, S, H, D))
+    k, v = (jax.random.normal(jax.random.key(i), (B, S, KV, D)) for i in (1, 2))
+    want = jax.nn.dot_product_attention(q, k, v, mask=jnp.tril(jnp.ones((S, S), bool))[None, None], scale=D ** -0.5)
+    np.testing.assert_allclose(blockwise_causal_attention(q, k, v, D ** -0.5, block), want, atol=1e-5)
+
+
+def test_long_sequences_take_the_blockwise_path_with_the_same_logits(monkeypatch):
+    """A model longer than ATTENTION_BLOCK (here lowered to 8) gives the logits of full attention, causally."""
+    import ar_jax.models.transformer as tr
+
+    cfg, params = make_test_model(num_kv_heads=2, rope="1d", seq_len=30)
+    tokens = jax.random.randint(jax.random.key(5), (2, cfg.seq_len), 0, cfg.vocab_size)
+    labels = jnp.array([1, 2])
+    run = lambda t: Transformer(cfg).apply({"params": params}, t, labels)[0]
+    full = run(tokens)
+    monkeypatch.setattr(tr, "ATTENTION_BLOCK", 8)
+    blocks = run(tokens)
+    np.testing.assert_allclose(blocks, full, atol=1e-5)
+    changed = run(tokens.at[:, 20].set((tokens[:, 20] + 1) % cfg.vocab_size))
+    np.testing.assert_array_equal(changed[:, :21], blocks[:, :21])  # outputs before the change do not move
 
 
 @pytest.mark.parametrize("n", [5, 12])  # within CACHED_QUERY_MAX new positions, and beyond it

@@ -25,6 +25,7 @@ from ar_jax import axes
 Array = jax.Array
 Cache = dict[str, tuple[Array, ...]]
 CACHED_QUERY_MAX = 8  # calls on a cache with at most this many new positions use `cached_attention`
+ATTENTION_BLOCK = 256  # causal attention without a cache over more positions than this runs in query blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +228,22 @@ def cached_attention(q: Array, k: Array, v: Array, mask: Array, scale: float) ->
     return out.reshape(B, KV, S, H // KV, D).transpose(0, 2, 1, 3, 4).reshape(B, S, H, D).astype(q.dtype)
 
 
+def blockwise_causal_attention(q: Array, k: Array, v: Array, scale: float, block: int = ATTENTION_BLOCK) -> Array:
+    """Causal attention of `q [B, S, H, D]` over `k, v [B, S, KV, D]`, one query block at a time.
+
+    Block i reads only keys `[0, end_i)`: the scores never hold `[B, H, S, S]` and most of the masked upper
+    triangle is never computed (about 54% of the work of full attention at 12 blocks). Same result as
+    `jax.nn.dot_product_attention` with a causal mask.
+    """
+    S, outs = q.shape[1], []
+    for start in range(0, S, block):
+        end = min(start + block, S)
+        mask = jnp.arange(end)[None, :] <= jnp.arange(start, end)[:, None]
+        outs.append(jax.nn.dot_product_attention(q[:, start:end], k[:, :end], v[:, :end], mask=mask[None, None],
+                                                 scale=scale))
+    return jnp.concatenate(outs, axis=1)
+
+
 def _dense_init(std: float = 0.02):
     return nn.initializers.normal(stddev=std)
 
@@ -268,6 +285,8 @@ class Attention(nn.Module):
             cache = (ck, cv)
         if cache is not None and q.shape[1] <= CACHED_QUERY_MAX:
             out = cached_attention(q, ck.astype(dt), cv.astype(dt), mask[0, 0], D ** -0.5)
+        elif cache is None and cfg.causal and q.shape[1] > ATTENTION_BLOCK:
+            out = blockwise_causal_attention(q, k, v, D ** -0.5, ATTENTION_BLOCK)
         else:  # training, or a prefill longer than CACHED_QUERY_MAX
             if cache is not None:
                 k, v = ck.transpose(0, 2, 1, 3).astype(dt), cv.transpose(0, 2, 1, 3).astype(dt)
