@@ -5,9 +5,8 @@
 configs/shapes_pixelcnn.py with kind="gated": same data, tokens, width, depth and optimisation, so the two
 differ only in the stacks (`python benchmarks/likelihood.py`). `configs/shapes_gated_pixelcnn.py:smoke` for tests.
 
-Measured (2 CPU cores, idle but for 3 minutes of a test run; 600 steps of 8, 7 min 10 s of training): test
-bits/dim 0.162 (EMA), better than the plain stack's 0.182 at the same steps (after 150 steps the two were 0.580
-and 0.653).
+Measured (2 CPU cores, idle but for half a minute of tests; 1200 steps of 8, 14 min with evaluations): test
+bits/dim 0.061 (EMA), better than the plain stack's 0.080 at the same steps (0.162 vs 0.182 with 600-step schedules).
 """
 
 import importlib.util

@@ -27,6 +27,17 @@ def test_eigen_options_reach_xla_and_keep_results():
     np.testing.assert_allclose(np.asarray(cpu_jit(conv)(x, w)), np.asarray(jax.jit(conv)(x, w)), rtol=1e-5, atol=1e-5)
 
 
+def test_cpu_jit_inside_another_jit_and_grad():
+    """Inside a caller's jit (or grad) the options would be refused by JAX; it must run as a plain nested jit."""
+    x = jnp.ones((1, 8, 8, 4))
+    w = jnp.full((3, 3, 4, 4), 0.1)
+    f = cpu_jit(conv)
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda x, w: f(x, w) * 2)(x, w)), np.asarray(conv(x, w)) * 2,
+                               rtol=1e-6)
+    g = jax.grad(lambda w: f(x, w).sum())(w)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(jax.grad(lambda w: conv(x, w).sum())(w)), rtol=1e-6)
+
+
 def test_cpu_jit_keeps_static_arguments():
     f = cpu_jit(lambda x, n: x * n, static_argnames="n")
     assert float(f(jnp.float32(2.0), n=3)) == 6.0
