@@ -23,7 +23,7 @@ def cached_logits(cfg, params, tokens, labels):
     model = Transformer(cfg)
     cache = init_cache(cfg, tokens.shape[0])
     step = jax.jit(lambda t, c, s: model.apply({"params": params}, t, None, start=s, cache=c))
-    out, cache = model.apply({"params": params}, None, labels, start=0, cache=cache)
+    out, cache = jax.jit(lambda c: model.apply({"params": params}, None, labels, start=0, cache=c))(cache)
     outs = [out[:, -1]]
     for t in range(tokens.shape[1] - 1):
         out, cache = step(tokens[:, t:t + 1], cache, cfg.cls_token_num + t)
@@ -37,7 +37,7 @@ def test_cache_logits_equal_teacher_forcing(overrides):
     cfg, params = make_test_model(**overrides)
     tokens = jax.random.randint(jax.random.key(2), (2, cfg.seq_len), 0, cfg.vocab_size)
     labels = jnp.array([0, 2])
-    tf, _ = Transformer(cfg).apply({"params": params}, tokens[:, :-1], labels)
+    tf, _ = jax.jit(lambda t: Transformer(cfg).apply({"params": params}, t, labels))(tokens[:, :-1])
     tf = tf[:, cfg.cls_token_num - 1:]
     kv = cached_logits(cfg, params, tokens, labels)
     assert tf.shape == kv.shape == (2, cfg.seq_len, cfg.vocab_size)
@@ -77,8 +77,10 @@ def test_blockwise_causal_attention_equals_full(S, KV, block):
     B, H, D = 2, 4, 8
     q = jax.random.normal(jax.random.key(0), (B, S, H, D))
     k, v = (jax.random.normal(jax.random.key(i), (B, S, KV, D)) for i in (1, 2))
-    want = jax.nn.dot_product_attention(q, k, v, mask=jnp.tril(jnp.ones((S, S), bool))[None, None], scale=D ** -0.5)
-    np.testing.assert_allclose(blockwise_causal_attention(q, k, v, D ** -0.5, block), want, atol=1e-5)
+    want = jax.jit(jax.nn.dot_product_attention, static_argnames="scale")(
+        q, k, v, mask=jnp.tril(jnp.ones((S, S), bool))[None, None], scale=D ** -0.5)
+    got = jax.jit(blockwise_causal_attention, static_argnums=(3, 4))(q, k, v, D ** -0.5, block)
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_long_sequences_take_the_blockwise_path_with_the_same_logits(monkeypatch):
@@ -88,7 +90,7 @@ def test_long_sequences_take_the_blockwise_path_with_the_same_logits(monkeypatch
     cfg, params = make_test_model(num_kv_heads=2, rope="1d", seq_len=30)
     tokens = jax.random.randint(jax.random.key(5), (2, cfg.seq_len), 0, cfg.vocab_size)
     labels = jnp.array([1, 2])
-    run = lambda t: Transformer(cfg).apply({"params": params}, t, labels)[0]
+    run = lambda t: jax.jit(lambda t: Transformer(cfg).apply({"params": params}, t, labels)[0])(t)  # traced anew
     full = run(tokens)
     monkeypatch.setattr(tr, "ATTENTION_BLOCK", 8)
     blocks = run(tokens)
