@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-MESHES = [(8, 1, 1), (2, 2, 2)]  # data parallelism alone; data, fsdp and tensor together
+MESHES = [(2, 2, 2)]  # data, fsdp and tensor together (pure data parallelism: test_sharding's spec_for test)
 
 
 def config(mesh=(1, 1, 1)):
@@ -73,7 +73,7 @@ def main(mode, root):
             }
             if name == "mesh_2_2_2":
                 np.savez(root / "mesh_2_2_2_params.npz", **flat(state.params))
-            if name == "mesh_8_1_1":  # sampling with the batch sharded over `data` vs on one device
+                # sampling with the batch sharded over (data, fsdp) and replicated weights vs on one device
                 labels = np.arange(8, dtype=np.int32) % 10
                 kw = dict(cfg=cfg, top_k=0, use_top_p=True, greedy=False, use_cfg=True, keep_logits=False)
                 args = (np.float32(1.0), np.float32(0.9), np.float32(2.0))
@@ -81,7 +81,8 @@ def main(mode, root):
                 one = jax.device_put(state.params, jax.devices()[0])
                 a = sampling._generate(one, labels, np.zeros((8, 0), np.int32), rng, *args, **kw)[0]
                 bs = sharding.batch_sharding(mesh, 1)
-                b = sampling._generate(state.params, jax.device_put(labels, bs),
+                everywhere = jax.device_put(state.params, sharding.replicated(mesh))
+                b = sampling._generate(everywhere, jax.device_put(labels, bs),
                                        jax.device_put(np.zeros((8, 0), np.int32), sharding.batch_sharding(mesh, 2)),
                                        rng, *args, **kw)[0]
                 out["sampling_equal"] = bool(np.array_equal(np.asarray(a), np.asarray(b)))

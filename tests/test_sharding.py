@@ -5,11 +5,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import ml_collections
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec
 
 from ar_jax import sharding
 
@@ -36,9 +38,8 @@ def runs(tmp_path_factory):
 def test_meshes_match_one_device(runs):
     _, meshes, _ = runs
     assert meshes["devices"] == 8
-    for shape in ["mesh_8_1_1", "mesh_2_2_2"]:
-        np.testing.assert_allclose(meshes[shape]["losses"], meshes["ref_losses"], rtol=1e-5)
-        assert meshes[shape]["max_rel_param_diff"] <= 1e-5, (shape, meshes[shape]["max_rel_param_diff"])
+    np.testing.assert_allclose(meshes["mesh_2_2_2"]["losses"], meshes["ref_losses"], rtol=1e-5)
+    assert meshes["mesh_2_2_2"]["max_rel_param_diff"] <= 1e-5, meshes["mesh_2_2_2"]["max_rel_param_diff"]
 
 
 def test_parameters_are_sharded_as_the_rules_say(runs):
@@ -49,7 +50,20 @@ def test_parameters_are_sharded_as_the_rules_say(runs):
     assert m["spec_mu_w1"] == m["spec_w1"]  # Adam moments follow their parameters
     assert m["spec_tok"] == [None, "fsdp"]  # vocab 17 is not divisible by 2: replicated
     assert m["restored_spec_wq"] == m["spec_wq"]  # a 1-device checkpoint restored onto the mesh
-    assert meshes["mesh_8_1_1"]["spec_wq"] == [None, None, None]  # pure data parallelism replicates
+
+
+def test_pure_data_parallelism_replicates_every_parameter():
+    from ar_jax.models.transformer import TransformerConfig, param_shapes
+
+    cfg = TransformerConfig(vocab_size=16, seq_len=16, num_classes=3, dim=32, num_layers=1, num_heads=4, mlp_dim=64)
+    mesh = SimpleNamespace(shape={"data": 8, "fsdp": 1, "tensor": 1})  # spec_for reads only the axis sizes
+    is_spec = lambda x: isinstance(x, PartitionSpec) or x is None  # noqa: E731
+    specs = jax.tree.map(lambda s, n: sharding.spec_for(s.shape, n, mesh), param_shapes(cfg), cfg.logical_axes(),
+                         is_leaf=is_spec)
+    assert all(all(a is None for a in spec) for spec in jax.tree.leaves(specs, is_leaf=is_spec))
+    wide = SimpleNamespace(shape={"data": 1, "fsdp": 1, "tensor": 4})
+    assert sharding.spec_for((32, 4, 8), cfg.logical_axes()["layers_0"]["attention"]["wq"], wide) == \
+        PartitionSpec(None, "tensor", None)
 
 
 def test_sampling_with_batch_sharded_over_data_matches_one_device(runs):
