@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ar_jax import processors as proc
-from ar_jax.models.transformer import Transformer, TransformerConfig, init_cache
+from ar_jax.models.transformer import Transformer, TransformerConfig, decode_layout, init_cache
 from ar_jax.sampling import check_labels
 
 Array = jax.Array
@@ -28,6 +28,7 @@ Array = jax.Array
 def _beam_search(params: Any, labels: Array, schedule: Any, *, cfg: TransformerConfig, width: int,
                  use_cfg: bool) -> tuple[Array, Array]:
     """labels `[B]` -> (tokens `[B, W, T]`, summed log-probs `[B, W]`), best beam first."""
+    cfg, params = decode_layout(cfg, params)
     model = Transformer(cfg)
     B, W, V, C, T = labels.shape[0], width, cfg.vocab_size, cfg.cls_token_num, cfg.seq_len
     rows = jnp.repeat(labels, W)  # [B * W]: sample b's beams are rows b * W .. b * W + W - 1

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ar_jax import processors as proc
-from ar_jax.models.transformer import Transformer, TransformerConfig, init_cache, to_out_in
+from ar_jax.models.transformer import Transformer, TransformerConfig, decode_layout, init_cache
 from ar_jax.processors import guide, top_k_filter, top_p_filter  # noqa: F401  (public here too)
 
 Array = jax.Array
@@ -71,8 +71,7 @@ def _generate(params: Any, labels: Array, prefix: Array, rng: Array, temperature
     `cfg_scale` is a traced number or a `processors` schedule; `adjust` holds extra adjusters (run after
     guidance, also when greedy; these logits are the ones kept), `warp` extra warpers (after top-p).
     """
-    if jax.default_backend() == "cpu":  # decode-time weight layout (see `transformer.project`)
-        cfg, params = cfg.replace(out_in=True), to_out_in(params)
+    cfg, params = decode_layout(cfg, params)
     model = Transformer(cfg)
     B, P = prefix.shape
     C, T = cfg.cls_token_num, cfg.seq_len

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ar_jax import processors as proc
-from ar_jax.models.transformer import Transformer, TransformerConfig, init_cache
+from ar_jax.models.transformer import Transformer, TransformerConfig, decode_layout, init_cache
 from ar_jax.sampling import SamplingParams, check_labels
 
 Array = jax.Array
@@ -49,6 +49,7 @@ def _speculate(params: Any, draft_params: Any, labels: Array, rng: Array, chain:
                cfg: TransformerConfig, draft_cfg: TransformerConfig, k: int, greedy: bool
                ) -> tuple[Array, dict[str, Array]]:
     """labels `[B]` -> tokens `[B, seq_len]` and totals {proposed, accepted, rounds} (int32 scalars)."""
+    (cfg, params), (draft_cfg, draft_params) = decode_layout(cfg, params), decode_layout(draft_cfg, draft_params)
     tgt, drf = Transformer(cfg), Transformer(draft_cfg)
     B, V, C, T = labels.shape[0], cfg.vocab_size, cfg.cls_token_num, cfg.seq_len
     use_cfg = any(isinstance(p, proc.Guidance) for p in chain)

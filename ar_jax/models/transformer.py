@@ -218,6 +218,13 @@ def to_out_in(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(move, params)
 
 
+def decode_layout(cfg: TransformerConfig, params: Any) -> tuple[TransformerConfig, Any]:
+    """`(cfg, params)` as decoding should use them: the `out_in` weight layout on XLA:CPU (see `project`)."""
+    if jax.default_backend() != "cpu" or cfg.out_in:
+        return cfg, params
+    return cfg.replace(out_in=True), to_out_in(params)
+
+
 def cached_attention(q: Array, k: Array, v: Array, mask: Array, scale: float) -> Array:
     """Attention of new positions `q [B, S, H, D]` over the cache `k, v [B, KV, M, D]` (mask `[S, M]`).
 
