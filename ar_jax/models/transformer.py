@@ -175,8 +175,8 @@ def project(x: Array, w: Array, n_in: int = 1, out_dtype: Any = None, out_in: bo
     Decoding multiplies few rows (batch, or 2 x batch with CFG) by every weight, so it runs at memory speed at
     best. On XLA:CPU the weights' layout matters: `[out, in]` weights (`to_out_in`, what `sampling` uses on CPU)
     make each output one contiguous weight row, faster for 1-16 rows. With 2 rows (`[out, in]`) or 2-4 rows
-    (`[in, out]`) one matrix-vector product per row beats the packed GEMM XLA picks otherwise (on 2 AVX2 cores,
-    2 rows by GPT-B's weights: 26 ms a layer stack vs 38 ms).
+    (`[in, out]`) one matrix-vector product per row beats the packed GEMM XLA picks otherwise (generate_b1 of
+    `benchmarks/speed.py`, 2 rows: 9.8-10.3 s vs 11.2-14.6 s with one 2-row product, two A/B pairs).
     """
     lead = x.shape[:x.ndim - n_in]
     rows, k = math.prod(lead), math.prod(x.shape[x.ndim - n_in:])
