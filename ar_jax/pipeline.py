@@ -34,6 +34,17 @@ class ARPipeline:
         self.tokenizer = tokenizer or builders.make_tokenizer(config, workdir)
         self.model_config = builders.make_model_config(config, self.tokenizer)
         self.params = params
+        self._decoding: tuple[Any, Any, Any] | None = None  # (params it was made from, cfg, params) for sampling
+
+    def for_decoding(self) -> tuple[Any, Any]:
+        """`(model config, params)` as sampling reads them fastest (the transformer's `decoding` layout), made
+        once per `self.params` object and kept."""
+        layout = getattr(self.model_config, "decoding", None)
+        if layout is None:
+            return self.model_config, self.params
+        if self._decoding is None or self._decoding[0] is not self.params:
+            self._decoding = (self.params, *layout(self.params))
+        return self._decoding[1], self._decoding[2]
 
     def sample_tokens(self, labels: Any, seed: int = 0, prefix: Any = None, **overrides: Any) -> jax.Array:
         """Image tokens `[B, seq_len]`; sampling settings default to `config.sampling`."""
@@ -42,7 +53,8 @@ class ARPipeline:
         unknown = set(settings) - known
         if unknown:
             raise ValueError(f"unknown sampling setting(s) {sorted(unknown)}; use {', '.join(sorted(known))}.")
-        return self.model_config.generate(self.params, labels, jax.random.key(seed), prefix=prefix, **settings)
+        cfg, params = self.for_decoding()
+        return cfg.generate(params, labels, jax.random.key(seed), prefix=prefix, **settings)
 
     def sample(self, labels: Any, seed: int = 0, **overrides: Any) -> np.ndarray:
         """uint8 images `[B, H, W, C]` of classes `labels [B]`; a fixed seed gives the same images."""

@@ -6,7 +6,9 @@
 
 Random-initialised LlamaGen GPT-B shape (12 layers, 12 heads, dim 768, vocab 16384, 256 tokens, 1000 classes)
 in float32 unless --dtype says otherwise. Each figure is the median of --repeats timed runs after one warm-up
-run; the warm-up's extra time is reported as compile time. LlamaGen's figures are from
+run; the warm-up's extra time is reported as compile time. Generation first puts the weights in the layout
+decoding reads (`cfg.decoding(params)`, what `ar_jax.load`'s pipeline does once per model); that one-time move is
+reported apart too (`layout_s` in the JSON). LlamaGen's figures are from
 ../shared/peers/llamagen.md (PyTorch 2.13 CPU, 2 threads, same machine kind); the ratio is theirs / ours.
 The run also measures this machine (`machine`: memory read rate and float32 matmul rate) and prints a floor beside
 each figure: the time at those rates (every weight read once per generated token; XLA's FLOP count at the matmul
@@ -95,13 +97,18 @@ def bench_generate(batch: int, dtype: str, repeats: int) -> dict:
     params = jax.tree.map(lambda p: p.astype(dtype), params) if dtype != "float32" else params
     labels = np.arange(batch, dtype=np.int32) * 7 % 1000
     seeds = iter(range(1000))
-    run = lambda: jax.block_until_ready(generate(params, cfg, labels, jax.random.key(next(seeds)), cfg_scale=4.0,
-                                                 top_k=2000, temperature=1.0))
+    t0 = time.perf_counter()
+    dec_cfg, dec_params = cfg.decoding(params)  # once per model, as ar_jax.load's pipeline does
+    jax.block_until_ready(dec_params)
+    layout_s = time.perf_counter() - t0
+    run = lambda: jax.block_until_ready(generate(dec_params, dec_cfg, labels, jax.random.key(next(seeds)),
+                                                 cfg_scale=4.0, top_k=2000, temperature=1.0))
     med, compile_s = timed(run, repeats)
     read = sum(x.size for name, tree in params.items() if name not in ("tok_embeddings", "cls_embedding")
                for x in jax.tree.leaves(tree))  # weights read whole each step (an embedding: one row)
     rows = 2 * batch  # CFG: conditional and unconditional rows
-    return {"median_s": med, "compile_s": compile_s, "tokens_per_s": batch * cfg.seq_len / med,
+    return {"median_s": med, "compile_s": compile_s, "layout_s": layout_s,
+            "tokens_per_s": batch * cfg.seq_len / med,
             "images_per_s": batch / med, "decode_steps": cfg.seq_len,
             "weight_bytes_per_step": read * jnp.dtype(dtype).itemsize, "flops": 2.0 * read * rows * cfg.seq_len}
 

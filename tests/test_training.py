@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import ar_jax
+from ar_jax import sampling
 from ar_jax.config import apply_overrides, load_config_file
 from ar_jax.data.pipeline import batch_indices
 from ar_jax.training import trainer
@@ -78,6 +79,14 @@ def test_load_samples_and_scores(tmp_path):
     levels = set(np.round(np.arange(17) * 255 / 16).astype(int))
     assert set(np.unique(images).tolist()) <= levels
     np.testing.assert_array_equal(images, pipe.sample([0, 3, 9], seed=1))
+    # sampling reads the decode layout, made once per params object; same tokens as from the training layout
+    _, decoding = pipe.for_decoding()
+    assert pipe.for_decoding()[1] is decoding
+    direct = sampling.generate(pipe.params, pipe.model_config, [0, 3, 9], jax.random.key(1),
+                               **pipe.config.sampling.to_dict())
+    np.testing.assert_array_equal(pipe.sample_tokens([0, 3, 9], seed=1), direct)
+    pipe.params = jax.tree.map(lambda x: x * 1.0, pipe.params)
+    assert pipe.for_decoding()[1] is not decoding
     bpd = pipe.bits_per_dim(images, [0, 3, 9])
     assert bpd.shape == (3,) and np.all(bpd > 0)
     done = pipe.complete(images, 4, [0, 3, 9], seed=2)

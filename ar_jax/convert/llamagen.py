@@ -259,7 +259,10 @@ class LlamaGenGPT:
         then temperature, top-k (clamped to the vocabulary), top-p. With `return_logits` also the
         (guided) logits each token was drawn from, `[B, block_size - P, V]`.
         """
-        return sampling.generate(self.params, self.cfg, labels, jax.random.key(seed), prefix=prefix,
+        if getattr(self, "_decoding", (None,))[0] is not self.params:  # the decode layout, once per params
+            self._decoding = (self.params, *self.cfg.decoding(self.params))
+        _, cfg, params = self._decoding
+        return sampling.generate(params, cfg, labels, jax.random.key(seed), prefix=prefix,
                                  temperature=temperature, top_k=min(int(top_k), self.cfg.vocab_size), top_p=top_p,
                                  greedy=greedy, cfg_scale=cfg_scale if cfg_scale > 1.0 else 1.0,
                                  return_logits=return_logits)
