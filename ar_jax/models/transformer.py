@@ -179,8 +179,8 @@ def project(x: Array, w: Array, n_in: int = 1, out_dtype: Any = None, out_in: bo
     Decoding multiplies few rows (batch, or 2 x batch with CFG) by every weight, so it runs at memory speed at
     best. On XLA:CPU the weights' layout matters: `[out, in]` weights (`to_out_in`, what `sampling` uses on CPU)
     make each output one contiguous weight row, faster for 1-16 rows. With 2 rows (`[out, in]`) or 2-4 rows
-    (`[in, out]`) one matrix-vector product per row beats the packed GEMM XLA picks otherwise (generate_b1 of
-    `benchmarks/speed.py`, 2 rows: 9.8-10.3 s vs 11.2-14.6 s with one 2-row product, two A/B pairs).
+    (`[in, out]`) one matrix-vector product per row beats the packed GEMM XLA picks otherwise
+    (`benchmarks/few_row_products.py`).
     """
     lead = x.shape[:x.ndim - n_in]
     rows, k = math.prod(lead), math.prod(x.shape[x.ndim - n_in:])
@@ -228,8 +228,8 @@ _to_out_in_jit = jax.jit(lambda params: to_out_in(params))
 def decode_layout(cfg: TransformerConfig, params: Any) -> tuple[TransformerConfig, Any]:
     """`(cfg, params)` as decoding should use them: the `out_in` weight layout on XLA:CPU (see `project`).
 
-    Inside a jitted sampler the move is a copy of every weight on each call (about 0.9 s of 9 s for GPT-B at
-    batch 1 on 2 CPU cores); called once outside, with its result passed to the samplers, it is paid once.
+    Inside a jitted sampler the move is a copy of every weight on each call (about 1 s of GPT-B's generate_b1 in
+    `benchmarks/speed.py`); called once outside, with its result passed to the samplers, it is paid once.
     """
     if jax.default_backend() != "cpu" or cfg.out_in:
         return cfg, params
