@@ -4,9 +4,11 @@
 
 Twelve GPT-B layers' projection weights (q, k, v, o 768x768; w1, w3 2048x768; w2 768x2048; 340 MB float32) in the
 decode layout `[out, in]`, applied inside a `fori_loop` (as the sampler's scan does) to `rows` activation rows,
-two ways: one product for all rows (`jnp.dot(w, x.T)`), and one matrix-vector product per row (what
-`transformer.project` does for 2 rows). Each figure is the median of --repeats timed calls of 16 loop steps, per
-step, with the weight bytes read once a step divided by it. Prints a table, then one JSON line.
+three ways: one product for all rows (`jnp.dot(w, x.T)`), one matrix-vector product per row (what
+`transformer.project` does for 2 rows without the native kernel), and `ar_jax.kernels.rows_gemv` (one pass over
+each weight for up to 4 rows; what `project` uses where it is available). Each figure is the median of
+--repeats timed calls of 16 loop steps, per step, with the weight bytes read once a step divided by it. Prints
+a table, then one JSON line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ar_jax import kernels
 
 D, F, LAYERS, STEPS = 768, 2048, 12, 16
 SHAPES = {"wq": (D, D), "wk": (D, D), "wv": (D, D), "wo": (D, D), "w1": (F, D), "w3": (F, D), "w2": (D, F)}
@@ -68,16 +72,22 @@ def main() -> None:
               for _ in range(LAYERS)]
     nbytes = sum(x.size * 4 for p in params for x in p.values())
     print(f"device: {jax.devices()[0].platform}, {nbytes / 1e6:.0f} MB of weights, {STEPS} loop steps a call")
-    print(f"{'rows':>4} {'one product ms':>15} {'GB/s':>6} {'per row ms':>11} {'GB/s':>6}")
+    native = kernels.available()
+    head = f"{'rows':>4} {'one product ms':>15} {'GB/s':>6} {'per row ms':>11} {'GB/s':>6}"
+    print(head + (f" {'native ms':>10} {'GB/s':>6}" if native else ""))
     out = {}
     for rows in (int(r) for r in args.rows.split(",")):
         one = time_per_step(params, rows, one_product, args.repeats)
         each = time_per_step(params, rows, per_row, args.repeats)
+        kern = time_per_step(params, rows, kernels.rows_gemv, args.repeats) if native and rows <= 4 else None
         out[rows] = {"one_product_ms": one * 1e3, "per_row_ms": each * 1e3,
-                     "one_product_gb_s": nbytes / one / 1e9, "per_row_gb_s": nbytes / each / 1e9}
+                     "one_product_gb_s": nbytes / one / 1e9, "per_row_gb_s": nbytes / each / 1e9,
+                     "native_ms": None if kern is None else kern * 1e3,
+                     "native_gb_s": None if kern is None else nbytes / kern / 1e9}
         r = out[rows]
+        tail = "" if kern is None else f" {r['native_ms']:>10.2f} {r['native_gb_s']:>6.1f}"
         print(f"{rows:>4} {r['one_product_ms']:>15.2f} {r['one_product_gb_s']:>6.1f} {r['per_row_ms']:>11.2f} "
-              f"{r['per_row_gb_s']:>6.1f}")
+              f"{r['per_row_gb_s']:>6.1f}{tail}")
     print(json.dumps({"weight_bytes": nbytes, "rows": out}))
 
 

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ar_jax import axes
+from ar_jax import axes, kernels
 
 Array = jax.Array
 Cache = dict[str, tuple[Array, ...]]
@@ -178,9 +178,10 @@ def project(x: Array, w: Array, n_in: int = 1, out_dtype: Any = None, out_in: bo
 
     Decoding multiplies few rows (batch, or 2 x batch with CFG) by every weight, so it runs at memory speed at
     best. On XLA:CPU the weights' layout matters: `[out, in]` weights (`to_out_in`, what `sampling` uses on CPU)
-    make each output one contiguous weight row, faster for 1-16 rows. With 2 rows (`[out, in]`) or 2-4 rows
-    (`[in, out]`) one matrix-vector product per row beats the packed GEMM XLA picks otherwise
-    (`benchmarks/few_row_products.py`).
+    make each output one contiguous weight row, faster for 1-16 rows. With 2-4 rows and `[out, in]` float32
+    weights the native kernel (`ar_jax.kernels`) reads each weight once for all rows; without it, 2 rows
+    (`[out, in]`) or 2-4 rows (`[in, out]`) run one matrix-vector product per row, which beats the packed GEMM
+    XLA picks otherwise (`benchmarks/few_row_products.py`).
     """
     lead = x.shape[:x.ndim - n_in]
     rows, k = math.prod(lead), math.prod(x.shape[x.ndim - n_in:])
@@ -189,7 +190,9 @@ def project(x: Array, w: Array, n_in: int = 1, out_dtype: Any = None, out_in: bo
     if out_in:
         out = w.shape[:w.ndim - n_in]
         w2 = w.reshape(-1, k)
-        if 1 < rows <= OUT_IN_ROW_GEMV_MAX and jax.default_backend() == "cpu":
+        if 1 < rows and jnp.dtype(pet) == jnp.float32 and kernels.usable(w2, x2):
+            y = kernels.rows_gemv(w2, x2)  # one pass over the weight for every row
+        elif 1 < rows <= OUT_IN_ROW_GEMV_MAX and jax.default_backend() == "cpu":
             y = jnp.stack([jnp.dot(w2, x2[r], preferred_element_type=pet) for r in range(rows)])
         else:
             y = jnp.dot(w2, x2.T, preferred_element_type=pet).T

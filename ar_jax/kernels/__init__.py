@@ -1,0 +1,105 @@
+"""A native few-row product for decoding on CPU, built on first use with the system's C++ compiler.
+
+XLA:CPU multiplies 2-4 rows by a weight far below the memory rate (`benchmarks/few_row_products.py`): its
+kernels read the weight once per row or pack it. `rows_gemv.cc` reads each `[out, in]` weight row once for all
+rows (AVX2/FMA through `-march=native`, OpenMP over the outputs) and is registered as an XLA FFI target.
+
+Built with `g++ -O3 -march=native -fopenmp` (about 3 s) into `$XDG_CACHE_HOME/ar_jax` (default `~/.cache/ar_jax`,
+or the temp folder if that is read-only), once per source, jaxlib and CPU; `AR_JAX_NATIVE_KERNELS=0` switches it
+off. Without a compiler, or if the build fails, the sampler keeps XLA's own products (one warning says why), so
+results never depend on it being there.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+SOURCE = Path(__file__).with_name("rows_gemv.cc")
+TARGET = "ar_jax_rows_gemv"
+MAX_ROWS = 4  # the kernel's unrolled row counts
+log = logging.getLogger(__name__)
+
+
+def _cpu_key() -> str:
+    """What -march=native depends on: the CPU model and its flags."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "".join(ln for ln in lines if ln.startswith(("model name", "flags")))[:20000]
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def library_path() -> Path:
+    """Where the built kernel lives: named by the hash of its source, jaxlib's version and the CPU."""
+    import jaxlib
+
+    key = hashlib.sha256(SOURCE.read_bytes() + jaxlib.__version__.encode() + _cpu_key().encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ar_jax"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: the temp folder
+        cache = Path(tempfile.gettempdir()) / "ar_jax"
+    return cache / f"rows_gemv_{key}.so"
+
+
+def _build(out: Path) -> None:
+    """Compile `SOURCE` to `out` (atomically: a temporary file, then a rename, so parallel builds are safe)."""
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        raise RuntimeError("no C++ compiler (g++ or $CXX) on PATH")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    cmd = [cxx, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-w",
+           f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        os.unlink(tmp)
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
+    os.replace(tmp, out)
+
+
+@functools.cache
+def _load() -> bool:
+    """Build (if needed), load and register the kernel once per process; False, with one warning, on failure."""
+    try:
+        path = library_path()
+        if not path.exists():
+            _build(path)
+        lib = ctypes.cdll.LoadLibrary(str(path))
+        jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.ArJaxRowsGemv), platform="cpu")
+        return True
+    except Exception as e:  # noqa: BLE001  (any failure means: use XLA's products)
+        log.warning("ar_jax: native few-row product unavailable (%s); decoding uses XLA's products.", e)
+        return False
+
+
+def available() -> bool:
+    """Whether the kernel is on: not switched off (`AR_JAX_NATIVE_KERNELS=0`), x86-64, built and registered."""
+    if os.environ.get("AR_JAX_NATIVE_KERNELS", "1") == "0" or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    return _load()
+
+
+def usable(w: jax.Array, x: jax.Array) -> bool:
+    """Whether `rows_gemv(w, x)` applies: float32 `w [O, I]` and `x [R, I]`, R <= MAX_ROWS, one CPU device."""
+    return (x.ndim == w.ndim == 2 and x.shape[0] <= MAX_ROWS and w.dtype == x.dtype == jnp.float32
+            and jax.default_backend() == "cpu" and jax.device_count() == 1 and available())
+
+
+def rows_gemv(w: jax.Array, x: jax.Array) -> jax.Array:
+    """`x [R, I] @ w[O, I].T` -> `[R, O]` float32 by the native kernel (where `usable(w, x)`)."""
+    out = jax.ShapeDtypeStruct((x.shape[0], w.shape[0]), jnp.float32)
+    return jax.ffi.ffi_call(TARGET, out, vmap_method="sequential")(w, x)  # under vmap: one call per element
