@@ -12,8 +12,8 @@ reported apart too (`layout_s` in the JSON). LlamaGen's figures are from
 ../shared/peers/llamagen.md (PyTorch 2.13 CPU, 2 threads, same machine kind); the ratio is theirs / ours.
 The run also measures this machine (`machine`: memory read rate and float32 matmul rate) and prints a floor beside
 each figure: the time at those rates (every weight read once per generated token; XLA's FLOP count at the matmul
-rate). The floor is what the hardware allows, not what XLA:CPU's kernels reach: at 2-16 rows a product
-runs far below the read rate (see ar_jax/compile_options.py).
+rate). The floor is what the hardware allows, not what XLA:CPU's kernels reach: at 4-16 rows a product
+runs far below the read rate (benchmarks/few_row_products.py).
 """
 
 from __future__ import annotations
@@ -196,9 +196,10 @@ def main() -> None:
     print(f"device: {rows[0]['device'] if rows else '?'}, dtype {args.dtype}, median of {args.repeats} after warm-up")
     if machine:
         print(f"this machine: {machine['read_gb_s']:.1f} GB/s memory read, {machine['matmul_gflop_s']:.0f} GFLOP/s "
-              f"float32 matmul (XLA, 4096^3; NumPy's BLAS {machine['numpy_matmul_gflop_s']:.0f}); XLA's products "
-              f"by 768->16384 weights read them at {machine['product_1rows_gb_s']:.1f} / "
-              f"{machine['product_2rows_gb_s']:.1f} / {machine['product_16rows_gb_s']:.1f} GB/s with 1 / 2 / 16 rows")
+              f"float32 matmul (XLA, 4096^3; NumPy's BLAS {machine['numpy_matmul_gflop_s']:.0f}); decoding's "
+              f"products (transformer.project) by 768->16384 weights read them at "
+              f"{machine['product_1rows_gb_s']:.1f} / {machine['product_2rows_gb_s']:.1f} / "
+              f"{machine['product_16rows_gb_s']:.1f} GB/s with 1 / 2 / 16 rows")
     print(f"{'benchmark':16s} {'median s':>9s} {'compile s':>9s} {'tokens/s':>9s} {'images/s':>9s} "
           f"{'peak GiB':>8s} {'floor s':>8s} {'LlamaGen s':>10s} {'speed-up':>8s}")
     for r in rows:
