@@ -225,7 +225,7 @@ def to_out_in(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(move, params)
 
 
-_to_out_in_jit = jax.jit(lambda params: to_out_in(params))
+_to_out_in_jit = jax.jit(to_out_in)
 
 
 def decode_layout(cfg: TransformerConfig, params: Any) -> tuple[TransformerConfig, Any]:
