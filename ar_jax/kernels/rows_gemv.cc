@@ -32,7 +32,10 @@ static void rows(const float* w, const float* x, float* y, int64_t O, int64_t I,
 
 template <int R>
 static void run(const float* w, const float* x, float* y, int64_t O, int64_t I) {
-#pragma omp parallel
+  // Every core this process may use (as XLA's own pool does), whatever OMP_NUM_THREADS says.
+#ifdef _OPENMP
+#pragma omp parallel num_threads(omp_get_num_procs())
+#endif
   {
 #ifdef _OPENMP
     int n = omp_get_num_threads(), t = omp_get_thread_num();
