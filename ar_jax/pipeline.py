@@ -13,7 +13,7 @@ import numpy as np
 from ar_jax import builders, sampling
 from ar_jax.config import read_config
 from ar_jax.evaluation.likelihood import bits_per_dim
-from ar_jax.models.transformer import param_shapes
+from ar_jax.models.transformer import DecodingCache, param_shapes
 
 # Settings `pipe.sample` accepts unless the model family lists its own (`sampling_settings`, e.g. MaskGIT's steps).
 AR_SETTINGS = ("temperature", "top_k", "top_p", "greedy", "cfg_scale", "min_p", "typical_p", "repetition_penalty")
@@ -34,17 +34,14 @@ class ARPipeline:
         self.tokenizer = tokenizer or builders.make_tokenizer(config, workdir)
         self.model_config = builders.make_model_config(config, self.tokenizer)
         self.params = params
-        self._decoding: tuple[Any, Any, Any] | None = None  # (params it was made from, cfg, params) for sampling
+        self._decoding = DecodingCache()
 
     def for_decoding(self) -> tuple[Any, Any]:
         """`(model config, params)` as sampling reads them fastest (the transformer's `decoding` layout), made
         once per `self.params` object and kept."""
-        layout = getattr(self.model_config, "decoding", None)
-        if layout is None:
+        if not hasattr(self.model_config, "decoding"):
             return self.model_config, self.params
-        if self._decoding is None or self._decoding[0] is not self.params:
-            self._decoding = (self.params, *layout(self.params))
-        return self._decoding[1], self._decoding[2]
+        return self._decoding.get(self.model_config, self.params)
 
     def sample_tokens(self, labels: Any, seed: int = 0, prefix: Any = None, **overrides: Any) -> jax.Array:
         """Image tokens `[B, seq_len]`; sampling settings default to `config.sampling`."""

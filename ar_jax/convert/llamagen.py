@@ -25,7 +25,7 @@ import numpy as np
 
 from ar_jax import sampling
 from ar_jax.convert.torch_pickle import load_torch_zip
-from ar_jax.models.transformer import Transformer, TransformerConfig
+from ar_jax.models.transformer import DecodingCache, Transformer, TransformerConfig
 from ar_jax.tokenizers import vq as vqlib
 
 Array = jax.Array
@@ -228,6 +228,7 @@ class LlamaGenGPT:
 
     def __post_init__(self) -> None:
         self._apply = jax.jit(Transformer(self.cfg).apply)
+        self._decoding = DecodingCache()
 
     def logits(self, tokens: Any, labels: Any) -> Array:
         """Teacher forcing: tokens `[B, T]` (T <= block_size), labels `[B]` -> logits `[B, 1 + T, V]` float32.
@@ -259,9 +260,7 @@ class LlamaGenGPT:
         then temperature, top-k (clamped to the vocabulary), top-p. With `return_logits` also the
         (guided) logits each token was drawn from, `[B, block_size - P, V]`.
         """
-        if getattr(self, "_decoding", (None,))[0] is not self.params:  # the decode layout, once per params
-            self._decoding = (self.params, *self.cfg.decoding(self.params))
-        _, cfg, params = self._decoding
+        cfg, params = self._decoding.get(self.cfg, self.params)  # the decode layout, once per params object
         return sampling.generate(params, cfg, labels, jax.random.key(seed), prefix=prefix,
                                  temperature=temperature, top_k=min(int(top_k), self.cfg.vocab_size), top_p=top_p,
                                  greedy=greedy, cfg_scale=cfg_scale if cfg_scale > 1.0 else 1.0,

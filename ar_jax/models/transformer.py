@@ -239,6 +239,19 @@ def decode_layout(cfg: TransformerConfig, params: Any) -> tuple[TransformerConfi
     return cfg.replace(out_in=True), _to_out_in_jit(params)
 
 
+class DecodingCache:
+    """`cfg.decoding(params)` kept for the params object it was made from, remade when handed another one."""
+
+    def __init__(self) -> None:
+        self._made_from: Any = None
+        self._made: tuple[TransformerConfig, Any] | None = None
+
+    def get(self, cfg: TransformerConfig, params: Any) -> tuple[TransformerConfig, Any]:
+        if self._made is None or self._made_from is not params:
+            self._made_from, self._made = params, cfg.decoding(params)
+        return self._made
+
+
 def cached_attention(q: Array, k: Array, v: Array, mask: Array, scale: float) -> Array:
     """Attention of new positions `q [B, S, H, D]` over the cache `k, v [B, KV, M, D]` (mask `[S, M]`).
 
