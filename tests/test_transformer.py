@@ -14,6 +14,7 @@ from ar_jax.models.transformer import (
     init_params,
     rope_table,
     to_out_in,
+    written_attention,
 )
 from tests.conftest import make_test_model
 
@@ -70,6 +71,34 @@ def test_cached_attention_equals_dot_product_attention(S, KV):
     want = jax.nn.dot_product_attention(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask=mask[None, None],
                                         scale=D ** -0.5)
     np.testing.assert_allclose(cached_attention(q, k, v, mask, D ** -0.5), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("length", [1, 8, 9, 31, 32])
+def test_written_attention_equals_cached_attention(length):
+    """One new position over the first `length` of 32 cache entries, read in blocks of 8: the full-cache result."""
+    B, H, KV, M, D = 2, 4, 2, 32, 8
+    q = jax.random.normal(jax.random.key(0), (B, 1, H, D))
+    k, v = (jax.random.normal(jax.random.key(i), (B, KV, M, D)) for i in (1, 2))
+    k = k.at[:, :, length:].set(1e4)  # unwritten entries must not be read
+    want = cached_attention(q, k, v, (jnp.arange(M) < length)[None], D ** -0.5)
+    got = jax.jit(written_attention, static_argnums=(4, 5))(q, k, v, jnp.int32(length), D ** -0.5, 8)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_decoding_over_written_blocks_equals_teacher_forcing(monkeypatch):
+    """With WRITTEN_BLOCK lowered to 4, one-token steps take `written_attention`, with teacher forcing's logits."""
+    import ar_jax.models.transformer as tr
+
+    calls = []
+    monkeypatch.setattr(tr, "WRITTEN_BLOCK", 4)
+    monkeypatch.setattr(tr, "written_attention", lambda *a, **kw: calls.append(1) or written_attention(*a, **kw))
+    cfg, params = make_test_model(num_kv_heads=2, rope="1d", seq_len=15)  # cache of 1 + 15 = 16 entries: 4 blocks
+    tokens = jax.random.randint(jax.random.key(6), (2, cfg.seq_len), 0, cfg.vocab_size)
+    labels = jnp.array([1, 0])
+    tf, _ = jax.jit(lambda t: Transformer(cfg).apply({"params": params}, t, labels))(tokens[:, :-1])
+    kv = cached_logits(cfg, params, tokens, labels)
+    assert calls  # the blocked path was traced
+    np.testing.assert_allclose(kv, tf[:, cfg.cls_token_num - 1:], atol=1e-5)
 
 
 @pytest.mark.parametrize("S,KV,block", [(37, 4, 8), (24, 2, 8), (5, 1, 8)])
