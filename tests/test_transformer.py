@@ -85,6 +85,16 @@ def test_written_attention_equals_cached_attention(length):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_written_attention_reads_a_bfloat16_cache():
+    B, H, KV, M, D = 1, 2, 1, 16, 8
+    q = jax.random.normal(jax.random.key(0), (B, 1, H, D))
+    k, v = (jax.random.normal(jax.random.key(i), (B, KV, M, D)).astype(jnp.bfloat16) for i in (1, 2))
+    got = written_attention(q, k, v, jnp.int32(11), D ** -0.5, 4)
+    assert got.dtype == jnp.float32
+    want = cached_attention(q, k.astype(jnp.float32), v.astype(jnp.float32), (jnp.arange(M) < 11)[None], D ** -0.5)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_decoding_over_written_blocks_equals_teacher_forcing(monkeypatch):
     """With WRITTEN_BLOCK lowered to 4, one-token steps take `written_attention`, with teacher forcing's logits."""
     import ar_jax.models.transformer as tr

@@ -283,8 +283,8 @@ def written_attention(q: Array, k: Array, v: Array, length: Array, scale: float,
 
     def body(i, carry):
         m, total, acc = carry
-        kb = jax.lax.dynamic_slice_in_dim(k, i * block, block, axis=2)
-        vb = jax.lax.dynamic_slice_in_dim(v, i * block, block, axis=2)
+        kb = jax.lax.dynamic_slice_in_dim(k, i * block, block, axis=2).astype(q.dtype)
+        vb = jax.lax.dynamic_slice_in_dim(v, i * block, block, axis=2).astype(q.dtype)
         s = jnp.einsum("bkgd,bkmd->bkgm", qg, kb, preferred_element_type=jnp.float32) * scale
         s = jnp.where(i * block + jnp.arange(block) < length, s, -jnp.inf)
         m_new = jnp.maximum(m, s.max(-1))
@@ -357,7 +357,7 @@ class Attention(nn.Module):
             cache = (ck, cv)
         if (cache is not None and q.shape[1] == 1 and cfg.causal and ck.shape[2] % WRITTEN_BLOCK == 0
                 and ck.shape[2] >= 2 * WRITTEN_BLOCK):
-            out = written_attention(q, ck.astype(dt), cv.astype(dt), start + 1, D ** -0.5, WRITTEN_BLOCK)
+            out = written_attention(q, ck, cv, start + 1, D ** -0.5, WRITTEN_BLOCK)  # casts only what it reads
         elif cache is not None and q.shape[1] <= CACHED_QUERY_MAX:
             out = cached_attention(q, ck.astype(dt), cv.astype(dt), mask[0, 0], D ** -0.5)
         elif cache is None and cfg.causal and q.shape[1] > ATTENTION_BLOCK:
