@@ -270,7 +270,7 @@ def cached_attention(q: Array, k: Array, v: Array, mask: Array, scale: float) ->
     return out.reshape(B, KV, S, H // KV, D).transpose(0, 2, 1, 3, 4).reshape(B, S, H, D).astype(q.dtype)
 
 
-def written_attention(q: Array, k: Array, v: Array, length: Array, scale: float, block: int = 64) -> Array:
+def written_attention(q: Array, k: Array, v: Array, length: Array, scale: float, block: int = WRITTEN_BLOCK) -> Array:
     """Attention of one new position `q [B, 1, H, D]` over the first `length` cache entries of `k, v [B, KV, M, D]`.
 
     Reads only the blocks holding written entries (a loop with a traced trip count, online softmax across blocks),
