@@ -6,7 +6,7 @@ Twelve GPT-B layers' projection weights (q, k, v, o 768x768; w1, w3 2048x768; w2
 decode layout `[out, in]`, applied inside a `fori_loop` (as the sampler's scan does) to `rows` activation rows,
 three ways: one product for all rows (`jnp.dot(w, x.T)`), one matrix-vector product per row (what
 `transformer.project` does for 2 rows without the native kernel), and `ar_jax.kernels.rows_gemv` (one pass over
-each weight for up to 4 rows; what `project` uses where it is available). Each figure is the median of
+each weight for 2-16 rows; what `project` uses where it is available). Each figure is the median of
 --repeats timed calls of 16 loop steps, per step, with the weight bytes read once a step divided by it. Prints
 a table, then one JSON line.
 """
@@ -79,7 +79,8 @@ def main() -> None:
     for rows in (int(r) for r in args.rows.split(",")):
         one = time_per_step(params, rows, one_product, args.repeats)
         each = time_per_step(params, rows, per_row, args.repeats)
-        kern = time_per_step(params, rows, kernels.rows_gemv, args.repeats) if native and rows <= 4 else None
+        kern = (time_per_step(params, rows, kernels.rows_gemv, args.repeats)
+                if native and rows <= kernels.MAX_ROWS else None)
         out[rows] = {"one_product_ms": one * 1e3, "per_row_ms": each * 1e3,
                      "one_product_gb_s": nbytes / one / 1e9, "per_row_gb_s": nbytes / each / 1e9,
                      "native_ms": None if kern is None else kern * 1e3,

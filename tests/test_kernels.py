@@ -1,4 +1,4 @@
-"""The native few-row product: exact against NumPy, used by decoding for 2-4 rows, and optional."""
+"""The native few-row product: exact against NumPy, used by decoding for 2-16 rows, and optional."""
 
 import os
 import shutil
@@ -13,26 +13,30 @@ from ar_jax.models.transformer import project
 from tests.conftest import make_test_model
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 4])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 12, 13, 16])
 def test_rows_gemv_matches_numpy(rows):
     if not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")):
         assert not kernels.available()  # no compiler: decoding keeps XLA's products
         return
     assert kernels.available()
     rng = np.random.default_rng(rows)
-    w = rng.standard_normal((203, 77), dtype=np.float32)  # 77 inputs: 9 vector steps and a 5-element tail
-    x = rng.standard_normal((rows, 77), dtype=np.float32)
-    got = np.asarray(jax.jit(kernels.rows_gemv)(jnp.asarray(w), jnp.asarray(x)))
-    np.testing.assert_allclose(got, x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-5, atol=1e-5)
+    # 77 inputs: 9 vector steps and a 5-element tail; 203 outputs: blocks of 32, pairs, a last single output
+    for outs, ins in [(203, 77), (1, 5), (67, 16)]:
+        w = rng.standard_normal((outs, ins), dtype=np.float32)
+        x = rng.standard_normal((rows, ins), dtype=np.float32)
+        got = np.asarray(jax.jit(kernels.rows_gemv)(jnp.asarray(w), jnp.asarray(x)))
+        np.testing.assert_allclose(got, x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-5, atol=1e-5)
 
 
-def test_projection_takes_the_kernel_for_2_to_4_rows_only(monkeypatch):
+def test_projection_takes_the_kernel_for_2_to_16_rows_only(monkeypatch):
     w = jnp.asarray(np.random.default_rng(0).standard_normal((48, 32), dtype=np.float32))  # [out, in]
-    x = jnp.asarray(np.random.default_rng(1).standard_normal((3, 32), dtype=np.float32))
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((17, 32), dtype=np.float32))
     text = lambda rows: jax.jit(lambda x: project(x, w, out_in=True)).lower(x[:rows]).as_text()
     on = kernels.available()
-    assert (kernels.TARGET in text(3)) == on and (kernels.TARGET in text(2)) == on
+    assert all((kernels.TARGET in text(rows)) == on for rows in (2, 3, 16))
     assert kernels.TARGET not in text(1)  # one row: XLA's matrix-vector product is as fast
+    assert kernels.TARGET not in text(17)  # more rows: XLA's packed product is as fast
+    x = x[:16]
     want = np.asarray(x) @ np.asarray(w).T
     np.testing.assert_allclose(jax.jit(lambda x: project(x, w, out_in=True))(x), want, rtol=1e-5, atol=1e-5)
     monkeypatch.setenv("AR_JAX_NATIVE_KERNELS", "0")
@@ -40,14 +44,15 @@ def test_projection_takes_the_kernel_for_2_to_4_rows_only(monkeypatch):
     np.testing.assert_allclose(jax.jit(lambda x: project(x, w, out_in=True))(x), want, rtol=1e-5, atol=1e-5)
 
 
-def test_switched_off_kernel_gives_the_same_sampling_logits(monkeypatch):
+@pytest.mark.parametrize("labels", [[1], [1, 0, 2, 1, 2, 0, 2]])
+def test_switched_off_kernel_gives_the_same_sampling_logits(monkeypatch, labels):
     from ar_jax import sampling
 
     cfg, params = make_test_model()
     dec_cfg, dec_params = cfg.decoding(params)
-    run = lambda: sampling.generate(dec_params, dec_cfg, [1], jax.random.key(0), cfg_scale=2.0, greedy=True,
+    run = lambda: sampling.generate(dec_params, dec_cfg, labels, jax.random.key(0), cfg_scale=2.0, greedy=True,
                                     return_logits=True)
-    toks, logits = run()  # batch 1 with CFG: 2 rows, the kernel's case
+    toks, logits = run()  # with CFG: 2 and 14 rows, the kernel's cases
     monkeypatch.setenv("AR_JAX_NATIVE_KERNELS", "0")
     jax.clear_caches()  # retrace: the choice is made when the sampler is traced
     toks_xla, logits_xla = run()

@@ -1,8 +1,9 @@
 """A native few-row product for decoding on CPU, built on first use with the system's C++ compiler.
 
-XLA:CPU multiplies 2-4 rows by a weight far below the memory rate (`benchmarks/few_row_products.py`): its
-kernels read the weight once per row or pack it. `rows_gemv.cc` reads each `[out, in]` weight row once for all
-rows (AVX2/FMA through `-march=native`, OpenMP over the outputs) and is registered as an XLA FFI target.
+XLA:CPU multiplies 2-16 rows (decoding's batch, doubled by CFG) by a weight far below the memory rate
+(`benchmarks/few_row_products.py`): its kernels read the weight once per row or pack it. `rows_gemv.cc` reads
+each `[out, in]` weight row from memory once for all rows, in register tiles of 2 outputs x up to 6 rows
+(AVX2/FMA through `-march=native`, OpenMP over the outputs), and is registered as an XLA FFI target.
 
 Built with `g++ -O3 -march=native -fopenmp` (about 3 s) into `$XDG_CACHE_HOME/ar_jax` (default `~/.cache/ar_jax`,
 or the temp folder if that is read-only), once per source, jaxlib and CPU; `AR_JAX_NATIVE_KERNELS=0` switches it
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 
 SOURCE = Path(__file__).with_name("rows_gemv.cc")
 TARGET = "ar_jax_rows_gemv"
-MAX_ROWS = 4  # the kernel's unrolled row counts
+MAX_ROWS = 16  # beyond this XLA's own product is as fast
 log = logging.getLogger(__name__)
 
 

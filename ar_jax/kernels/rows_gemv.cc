@@ -1,5 +1,10 @@
-// y[r, o] = sum_i w[o, i] * x[r, i] for a few rows r: one pass over w [O, I] serves every row.
+// y[r, o] = sum_i w[o, i] * x[r, i] for a few rows r (decoding: batch, or 2 x batch with CFG), w [O, I] float32.
+// One pass over w from memory serves every row. Register tiles of 2 outputs x up to 6 rows (12 accumulators of 8
+// lanes; the row vector pinned to a register, so each weight vector is loaded once a tile); the rows are split into
+// near-equal tiles. Outputs go in blocks of 32 whose weight rows stay in L2 while every row tile passes over them,
+// and the first row tile prefetches the next output pair's weight rows, so reading memory overlaps the arithmetic.
 #include <immintrin.h>
+#include <algorithm>
 #include <cstdint>
 #ifdef _OPENMP
 #include <omp.h>
@@ -8,42 +13,85 @@
 
 namespace ffi = xla::ffi;
 
-template <int R>
-static void rows(const float* w, const float* x, float* y, int64_t O, int64_t I, int64_t o0, int64_t o1) {
-  for (int64_t o = o0; o < o1; ++o) {
-    const float* wr = w + o * I;
-    __m256 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= I; i += 8) {
-      __m256 wv = _mm256_loadu_ps(wr + i);
-      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + r * I + i), acc[r]);
-    }
+constexpr int64_t NO = 2;      // outputs a tile
+constexpr int64_t NR = 6;      // most rows a tile
+constexpr int64_t BLOCK = 32;  // outputs a block
+
+static inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_hadd_ps(s, s);
+  s = _mm_hadd_ps(s, s);
+  return _mm_cvtss_f32(s);
+}
+
+template <int B, int R>
+static void tile(const float* w, const float* x, float* y, int64_t O, int64_t I, int64_t o, int64_t r0, bool pf) {
+  __m256 acc[B][R];
+  for (int b = 0; b < B; ++b)
+    for (int r = 0; r < R; ++r) acc[b][r] = _mm256_setzero_ps();
+  const float* wo = w + o * I;
+  const float* xr = x + r0 * I;
+  int64_t i = 0;
+  for (; i + 8 <= I; i += 8) {
+    __m256 wv[B];
+    for (int b = 0; b < B; ++b) wv[b] = _mm256_loadu_ps(wo + b * I + i);
+    if (pf)
+      for (int b = 0; b < B; ++b) _mm_prefetch(reinterpret_cast<const char*>(wo + (B + b) * I + i), _MM_HINT_T0);
     for (int r = 0; r < R; ++r) {
-      __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
-      s = _mm_hadd_ps(s, s);
-      s = _mm_hadd_ps(s, s);
-      float t = _mm_cvtss_f32(s);
-      for (int64_t j = i; j < I; ++j) t += wr[j] * x[r * I + j];
-      y[r * O + o] = t;
+      __m256 xv = _mm256_loadu_ps(xr + r * I + i);
+      asm volatile("" : "+x"(xv));  // keep the row vector in a register (not reloaded for every output)
+      for (int b = 0; b < B; ++b) acc[b][r] = _mm256_fmadd_ps(wv[b], xv, acc[b][r]);
+    }
+  }
+  for (int b = 0; b < B; ++b)
+    for (int r = 0; r < R; ++r) {
+      float t = hsum(acc[b][r]);
+      for (int64_t j = i; j < I; ++j) t += wo[b * I + j] * xr[r * I + j];
+      y[(r0 + r) * O + o + b] = t;
+    }
+}
+
+template <int B>
+static void rows(const float* w, const float* x, float* y, int64_t O, int64_t I, int64_t o, int64_t r0, int64_t n,
+                 bool pf) {
+  switch (n) {
+    case 1: tile<B, 1>(w, x, y, O, I, o, r0, pf); break;
+    case 2: tile<B, 2>(w, x, y, O, I, o, r0, pf); break;
+    case 3: tile<B, 3>(w, x, y, O, I, o, r0, pf); break;
+    case 4: tile<B, 4>(w, x, y, O, I, o, r0, pf); break;
+    case 5: tile<B, 5>(w, x, y, O, I, o, r0, pf); break;
+    default: tile<B, 6>(w, x, y, O, I, o, r0, pf); break;
+  }
+}
+
+static void span(const float* w, const float* x, float* y, int64_t O, int64_t I, int64_t R, int64_t o0, int64_t o1) {
+  int64_t tiles = (R + NR - 1) / NR;
+  for (int64_t ob = o0; ob < o1; ob += BLOCK) {
+    int64_t oe = std::min(o1, ob + BLOCK), r0 = 0;
+    for (int64_t t = 0; t < tiles; ++t) {
+      int64_t n = (R - r0) / (tiles - t);
+      int64_t o = ob;
+      for (; o + NO <= oe; o += NO) rows<NO>(w, x, y, O, I, o, r0, n, t == 0 && o + 2 * NO <= o1);
+      for (; o < oe; ++o) rows<1>(w, x, y, O, I, o, r0, n, false);
+      r0 += n;
     }
   }
 }
 
-template <int R>
-static void run(const float* w, const float* x, float* y, int64_t O, int64_t I) {
+static void run(const float* w, const float* x, float* y, int64_t O, int64_t I, int64_t R) {
   // Every core this process may use (as XLA's own pool does), whatever OMP_NUM_THREADS says.
 #ifdef _OPENMP
 #pragma omp parallel num_threads(omp_get_num_procs())
 #endif
   {
 #ifdef _OPENMP
-    int n = omp_get_num_threads(), t = omp_get_thread_num();
+    int64_t n = omp_get_num_threads(), t = omp_get_thread_num();
 #else
-    int n = 1, t = 0;
+    int64_t n = 1, t = 0;
 #endif
-    int64_t per = (O + n - 1) / n, o0 = t * per, o1 = o0 + per < O ? o0 + per : O;
-    if (o0 < o1) rows<R>(w, x, y, O, I, o0, o1);
+    int64_t pairs = (O + NO - 1) / NO, per = (pairs + n - 1) / n;
+    int64_t o0 = std::min(O, t * per * NO), o1 = std::min(O, o0 + per * NO);
+    if (o0 < o1) span(w, x, y, O, I, R, o0, o1);
   }
 }
 
@@ -51,16 +99,7 @@ static ffi::Error RowsGemvImpl(ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> x,
   auto wd = w.dimensions(), xd = x.dimensions();
   if (wd.size() != 2 || xd.size() != 2 || wd[1] != xd[1])
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "rows_gemv: w [O, I] and x [R, I] expected");
-  int64_t O = wd[0], I = wd[1], R = xd[0];
-  const float *wp = w.typed_data(), *xp = x.typed_data();
-  float* yp = y->typed_data();
-  switch (R) {
-    case 1: run<1>(wp, xp, yp, O, I); break;
-    case 2: run<2>(wp, xp, yp, O, I); break;
-    case 3: run<3>(wp, xp, yp, O, I); break;
-    case 4: run<4>(wp, xp, yp, O, I); break;
-    default: return ffi::Error(ffi::ErrorCode::kInvalidArgument, "rows_gemv: 1 to 4 rows");
-  }
+  run(w.typed_data(), x.typed_data(), y->typed_data(), wd[0], wd[1], xd[0]);
   return ffi::Error::Success();
 }
 

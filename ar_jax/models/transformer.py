@@ -180,7 +180,7 @@ def project(x: Array, w: Array, n_in: int = 1, out_dtype: Any = None, out_in: bo
 
     Decoding multiplies few rows (batch, or 2 x batch with CFG) by every weight, so it runs at memory speed at
     best. On XLA:CPU the weights' layout matters: `[out, in]` weights (`to_out_in`, what `sampling` uses on CPU)
-    make each output one contiguous weight row, faster for 1-16 rows. With 2-4 rows and `[out, in]` float32
+    make each output one contiguous weight row, faster for 1-16 rows. With 2-16 rows and `[out, in]` float32
     weights the native kernel (`ar_jax.kernels`) reads each weight once for all rows; without it, 2 rows
     (`[out, in]`) or 2-4 rows (`[in, out]`) run one matrix-vector product per row, which beats the packed GEMM
     XLA picks otherwise (`benchmarks/few_row_products.py`).
