@@ -1,4 +1,4 @@
-"""The native few-row product: exact against NumPy, used by decoding for 2-16 rows, and optional."""
+"""The native decoding kernels: exact against NumPy and XLA, used by decoding where they apply, and optional."""
 
 import os
 import shutil
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ar_jax import kernels
-from ar_jax.models.transformer import project
+from ar_jax.models.transformer import cached_attention, project
 from tests.conftest import make_test_model
 
 
@@ -58,3 +58,19 @@ def test_switched_off_kernel_gives_the_same_sampling_logits(monkeypatch, labels)
     toks_xla, logits_xla = run()
     np.testing.assert_array_equal(toks, toks_xla)
     np.testing.assert_allclose(logits, logits_xla, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("G,length", [(1, 1), (1, 9), (2, 13), (3, 16)])
+def test_decode_attention_matches_cached_attention(G, length):
+    if not kernels.available():
+        return  # no compiler: test_projection_takes_the_kernel_for_2_to_16_rows_only checks the fallback
+    B, KV, M, D = 2, 2, 16, 12  # 12 lanes: vector steps and a tail
+    q = jax.random.normal(jax.random.key(0), (B, KV, G, D))
+    k, v = (jax.random.normal(jax.random.key(i), (B, KV, M, D)) for i in (1, 2))
+    unwritten = jnp.arange(M)[None, None, :, None] >= length
+    k, v = jnp.where(unwritten, 1e4, k), jnp.where(unwritten, 1e4, v)  # must never be read
+    got = jax.jit(kernels.decode_attention, static_argnums=4)(q, k, v, jnp.int32(length), D ** -0.5)
+    qh = q.reshape(B, 1, KV * G, D)
+    want = cached_attention(qh, k, v, (jnp.arange(M) < length)[None], D ** -0.5).reshape(B, KV, G, D)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+

@@ -100,6 +100,7 @@ def test_decoding_over_written_blocks_equals_teacher_forcing(monkeypatch):
     import ar_jax.models.transformer as tr
 
     calls = []
+    monkeypatch.setenv("AR_JAX_NATIVE_KERNELS", "0")  # the native kernel would take these steps on CPU
     monkeypatch.setattr(tr, "WRITTEN_BLOCK", 4)
     monkeypatch.setattr(tr, "written_attention", lambda *a, **kw: calls.append(1) or written_attention(*a, **kw))
     cfg, params = make_test_model(num_kv_heads=2, rope="1d", seq_len=15)  # cache of 1 + 15 = 16 entries: 4 blocks
@@ -109,6 +110,20 @@ def test_decoding_over_written_blocks_equals_teacher_forcing(monkeypatch):
     kv = cached_logits(cfg, params, tokens, labels)
     assert calls  # the blocked path was traced
     np.testing.assert_allclose(kv, tf[:, cfg.cls_token_num - 1:], atol=1e-5)
+
+
+def test_decoding_through_the_attention_kernel_equals_teacher_forcing():
+    """On CPU one-token steps take the native attention kernel (where it is built), with teacher forcing's logits."""
+    from ar_jax import kernels
+
+    cfg, params = make_test_model(num_kv_heads=2, rope="1d", seq_len=15)  # 2 query heads a KV head
+    tokens = jax.random.randint(jax.random.key(6), (2, cfg.seq_len), 0, cfg.vocab_size)
+    labels = jnp.array([1, 0])
+    step = jax.jit(lambda t, c: Transformer(cfg).apply({"params": params}, t, None, start=5, cache=c))
+    hlo = step.lower(tokens[:, :1], init_cache(cfg, 2, 16)).as_text()
+    assert (kernels.ATTENTION_TARGET in hlo) == kernels.available()
+    tf, _ = jax.jit(lambda t: Transformer(cfg).apply({"params": params}, t, labels))(tokens[:, :-1])
+    np.testing.assert_allclose(cached_logits(cfg, params, tokens, labels), tf[:, cfg.cls_token_num - 1:], atol=1e-5)
 
 
 @pytest.mark.parametrize("S,KV,block", [(37, 4, 8), (24, 2, 8), (5, 1, 8)])

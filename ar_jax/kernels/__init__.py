@@ -1,14 +1,16 @@
-"""A native few-row product for decoding on CPU, built on first use with the system's C++ compiler.
+"""Native kernels for decoding on CPU, built on first use with the system's C++ compiler.
 
 XLA:CPU multiplies 2-16 rows (decoding's batch, doubled by CFG) by a weight far below the memory rate
 (`benchmarks/few_row_products.py`): its kernels read the weight once per row or pack it. `rows_gemv.cc` reads
 each `[out, in]` weight row from memory once for all rows, in register tiles of 2 outputs x up to 6 rows
 (AVX2/FMA through `-march=native`, OpenMP over the outputs), and is registered as an XLA FFI target.
+`decode_attention.cc` is one position's attention over the written part of a float32 cache: XLA's version
+(`transformer.written_attention`) copies every cache block it reads before its small batched products.
 
-Built with `g++ -O3 -march=native -fopenmp` (about 3 s) into `$XDG_CACHE_HOME/ar_jax` (default `~/.cache/ar_jax`,
-or the temp folder if that is read-only), once per source, jaxlib and CPU; `AR_JAX_NATIVE_KERNELS=0` switches it
-off. Without a compiler, or if the build fails, the sampler keeps XLA's own products (one warning says why), so
-results never depend on it being there.
+Both are built with `g++ -O3 -march=native -fopenmp` (a few seconds) into one library in `$XDG_CACHE_HOME/ar_jax`
+(default `~/.cache/ar_jax`, or the temp folder if that is read-only), once per source, jaxlib and CPU;
+`AR_JAX_NATIVE_KERNELS=0` switches them off. Without a compiler, or if the build fails, decoding keeps XLA's own
+products and attention (one warning says why), so results never depend on them being there.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-SOURCE = Path(__file__).with_name("rows_gemv.cc")
+SOURCES = [Path(__file__).with_name(name) for name in ("rows_gemv.cc", "decode_attention.cc")]
 TARGET = "ar_jax_rows_gemv"
+ATTENTION_TARGET = "ar_jax_decode_attention"
 MAX_ROWS = 16  # beyond this XLA's own product is as fast
 log = logging.getLogger(__name__)
 
@@ -43,20 +47,21 @@ def _cpu_key() -> str:
 
 
 def library_path() -> Path:
-    """Where the built kernel lives: named by the hash of its source, jaxlib's version and the CPU."""
+    """Where the built kernels live: named by the hash of their sources, jaxlib's version and the CPU."""
     import jaxlib
 
-    key = hashlib.sha256(SOURCE.read_bytes() + jaxlib.__version__.encode() + _cpu_key().encode()).hexdigest()[:16]
+    code = b"".join(src.read_bytes() for src in SOURCES)
+    key = hashlib.sha256(code + jaxlib.__version__.encode() + _cpu_key().encode()).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ar_jax"
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError:  # a read-only home: the temp folder
         cache = Path(tempfile.gettempdir()) / "ar_jax"
-    return cache / f"rows_gemv_{key}.so"
+    return cache / f"decode_kernels_{key}.so"
 
 
 def _build(out: Path) -> None:
-    """Compile `SOURCE` to `out` (atomically: a temporary file, then a rename, so parallel builds are safe)."""
+    """Compile `SOURCES` to `out` (atomically: a temporary file, then a rename, so parallel builds are safe)."""
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         raise RuntimeError("no C++ compiler (g++ or $CXX) on PATH")
@@ -64,7 +69,7 @@ def _build(out: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
     cmd = [cxx, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-w",
-           f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
+           f"-I{jax.ffi.include_dir()}", *map(str, SOURCES), "-o", tmp]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         os.unlink(tmp)
@@ -81,14 +86,15 @@ def _load() -> bool:
             _build(path)
         lib = ctypes.cdll.LoadLibrary(str(path))
         jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.ArJaxRowsGemv), platform="cpu")
+        jax.ffi.register_ffi_target(ATTENTION_TARGET, jax.ffi.pycapsule(lib.ArJaxDecodeAttention), platform="cpu")
         return True
     except Exception as e:  # noqa: BLE001  (any failure means: use XLA's products)
-        log.warning("ar_jax: native few-row product unavailable (%s); decoding uses XLA's products.", e)
+        log.warning("ar_jax: native decoding kernels unavailable (%s); decoding uses XLA's products.", e)
         return False
 
 
 def available() -> bool:
-    """Whether the kernel is on: not switched off (`AR_JAX_NATIVE_KERNELS=0`), x86-64, built and registered."""
+    """Whether the kernels are on: not switched off (`AR_JAX_NATIVE_KERNELS=0`), x86-64, built and registered."""
     if os.environ.get("AR_JAX_NATIVE_KERNELS", "1") == "0" or platform.machine() not in ("x86_64", "AMD64"):
         return False
     return _load()
@@ -104,3 +110,19 @@ def rows_gemv(w: jax.Array, x: jax.Array) -> jax.Array:
     """`x [R, I] @ w[O, I].T` -> `[R, O]` float32 by the native kernel (where `usable(w, x)`)."""
     out = jax.ShapeDtypeStruct((x.shape[0], w.shape[0]), jnp.float32)
     return jax.ffi.ffi_call(TARGET, out, vmap_method="sequential")(w, x)  # under vmap: one call per element
+
+
+def attention_usable(q: jax.Array, k: jax.Array, v: jax.Array) -> bool:
+    """Whether `decode_attention(q, k, v, ...)` applies: float32 `q [B, KV, G, D]`, `k, v [B, KV, M, D]`, one CPU
+    device."""
+    return (q.ndim == k.ndim == v.ndim == 4 and q.dtype == k.dtype == v.dtype == jnp.float32
+            and jax.default_backend() == "cpu" and jax.device_count() == 1 and available())
+
+
+def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, length: jax.Array, scale: float) -> jax.Array:
+    """Attention of `q [B, KV, G, D]` over the first `length` entries of `k, v [B, KV, M, D]` -> `[B, KV, G, D]`
+    (where `attention_usable`); `length` is clamped to `[1, M]`."""
+    out = jax.ShapeDtypeStruct(q.shape, jnp.float32)
+    length = jnp.asarray(length, jnp.int32).reshape(())
+    return jax.ffi.ffi_call(ATTENTION_TARGET, out, vmap_method="sequential")(q, k, v, length,
+                                                                            scale=np.float32(scale))

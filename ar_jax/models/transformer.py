@@ -7,8 +7,9 @@ The KV cache is data: `{"k", "v"}`, each a tuple of one array `[B, kv_heads, max
 passed in and returned; a call writes its keys/values at `start` with `lax.dynamic_update_slice`. One array
 per layer, not one stacked `[layers, ...]` array: XLA:CPU updates a layer's array in place, while reading a layer
 out of a stacked array it had just updated copied the whole cache, every layer of every step. Heads-major, so
-decoding attention reads it without a transposed copy (`cached_attention`); a one-position step over a cache of
-whole WRITTEN_BLOCKs reads only the blocks written so far (`written_attention`).
+decoding attention reads it without a transposed copy (`cached_attention`); a one-position step reads only the
+entries written so far: on CPU with a float32 cache through the native kernel (`ar_jax.kernels`), elsewhere over a
+cache of whole WRITTEN_BLOCKs by blocks (`written_attention`).
 """
 
 from __future__ import annotations
@@ -355,8 +356,10 @@ class Attention(nn.Module):
             ck = jax.lax.dynamic_update_slice(ck, k.transpose(0, 2, 1, 3).astype(ck.dtype), idx)
             cv = jax.lax.dynamic_update_slice(cv, v.transpose(0, 2, 1, 3).astype(cv.dtype), idx)
             cache = (ck, cv)
-        if (cache is not None and q.shape[1] == 1 and cfg.causal and ck.shape[2] % WRITTEN_BLOCK == 0
-                and ck.shape[2] >= 2 * WRITTEN_BLOCK):
+        one = cache is not None and q.shape[1] == 1 and cfg.causal  # one decoding position, causal
+        if one and kernels.attention_usable(qg := q.reshape(q.shape[0], KV, H // KV, D), ck, cv):
+            out = kernels.decode_attention(qg, ck, cv, start + 1, D ** -0.5).reshape(q.shape)  # reads no more
+        elif one and ck.shape[2] % WRITTEN_BLOCK == 0 and ck.shape[2] >= 2 * WRITTEN_BLOCK:
             out = written_attention(q, ck, cv, start + 1, D ** -0.5, WRITTEN_BLOCK)  # casts only what it reads
         elif cache is not None and q.shape[1] <= CACHED_QUERY_MAX:
             out = cached_attention(q, ck.astype(dt), cv.astype(dt), mask[0, 0], D ** -0.5)

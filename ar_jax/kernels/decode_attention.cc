@@ -1,0 +1,76 @@
+// One decoding position's attention over the written part of a float32 cache, for every (batch row, KV head):
+// out[b, h, g, :] = softmax_m(scale * q[b, h, g, :] . k[b, h, m, :]) @ v[b, h, m, :] over m < length.
+// Reads each written key and value row once (for all G query heads of a KV head) and nothing past `length`,
+// with no copy of the cache; OpenMP over the (batch row, KV head) pairs.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+static void pair(const float* q, const float* k, const float* v, float* out, int64_t G, int64_t D, int64_t n,
+                 float scale, float* s) {
+  for (int64_t m = 0; m < n; ++m) {
+    const float* km = k + m * D;
+    for (int64_t g = 0; g < G; ++g) {
+      const float* qg = q + g * D;
+      float t = 0.f;
+#pragma omp simd reduction(+ : t)
+      for (int64_t d = 0; d < D; ++d) t += qg[d] * km[d];
+      s[g * n + m] = t * scale;
+    }
+  }
+  for (int64_t g = 0; g < G; ++g) {
+    float* sg = s + g * n;
+    float hi = *std::max_element(sg, sg + n), total = 0.f;
+    for (int64_t m = 0; m < n; ++m) total += (sg[m] = std::exp(sg[m] - hi));
+    float* og = out + g * D;
+    std::fill(og, og + D, 0.f);
+    for (int64_t m = 0; m < n; ++m) {
+      const float* vm = v + m * D;
+      const float p = sg[m];
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) og[d] += p * vm[d];
+    }
+    const float inv = 1.f / total;
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) og[d] *= inv;
+  }
+}
+
+static ffi::Error DecodeAttentionImpl(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
+                                      ffi::Buffer<ffi::S32> length, ffi::ResultBuffer<ffi::F32> out, float scale) {
+  auto qd = q.dimensions(), kd = k.dimensions();
+  if (qd.size() != 4 || kd.size() != 4 || qd[0] != kd[0] || qd[1] != kd[1] || qd[3] != kd[3])
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "decode_attention: q [B, KV, G, D], k, v [B, KV, M, D]");
+  const int64_t P = qd[0] * qd[1], G = qd[2], D = qd[3], M = kd[2];
+  const int64_t n = std::clamp<int64_t>(length.typed_data()[0], 1, M);
+  const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
+  float* op = out->typed_data();
+#ifdef _OPENMP
+#pragma omp parallel num_threads(omp_get_num_procs())
+#endif
+  {
+    std::vector<float> s(G * n);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (int64_t i = 0; i < P; ++i)
+      pair(qp + i * G * D, kp + i * M * D, vp + i * M * D, op + i * G * D, G, D, n, scale, s.data());
+  }
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ArJaxDecodeAttention, DecodeAttentionImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("scale"));
