@@ -1,14 +1,14 @@
 """Where a GPT-B generation's time goes on this machine: one profiled call of speed.py's generate, by kind of op.
 
-    python benchmarks/decode_profile.py [--batch 8]
+    python benchmarks/decode_profile.py [--batch 8] [--dtype bfloat16]
 
-Runs `sampling.generate` (CFG 4.0, top-k 2000, 256 tokens, float32, speed.py's random GPT-B) once to compile and
+Runs `sampling.generate` (CFG 4.0, top-k 2000, 256 tokens, float32 unless --dtype, speed.py's random GPT-B) once to compile and
 warm up, then once under `jax.profiler` (a Perfetto trace in a temporary folder), and sums the trace's op events by
 kind: the weight products and the attention of the native kernels (`ar_jax.kernels`, told apart by their FFI
 target in the compiled HLO), XLA's products, cache writes, the rest of attention, the sampler's fusions
 (`Categorical`, top-k), the rest.
 The profiler adds its own cost to every op, so the shares matter more than the total; one profiled run, not a
-median. Prints a table, then one JSON line `{"batch": ..., "total_s": ..., "kinds": {kind: seconds}}`.
+median. Prints a table, then one JSON line `{"batch": ..., "dtype": ..., "total_s": ..., "kinds": {kind: seconds}}`.
 """
 
 from __future__ import annotations
@@ -58,9 +58,11 @@ def kinds_of(hlo: str) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
-    cfg = gpt_b("float32")
+    cfg = gpt_b(args.dtype)
     params, _ = init_params(cfg, jax.random.key(0))
+    params = jax.tree.map(lambda p: p.astype(args.dtype), params)  # as speed.py does
     dec_cfg, dec_params = cfg.decoding(params)
     labels = np.arange(args.batch, dtype=np.int32) * 7 % 1000
     run = lambda: jax.block_until_ready(sampling.generate(dec_params, dec_cfg, labels, jax.random.key(1),
@@ -86,10 +88,10 @@ def main() -> None:
             continue  # loops: their bodies' ops are counted themselves
         total[kinds.get(name, "other")] += e.get("dur", 0) / 1e6
     whole = sum(total.values())
-    print(f"generate, batch {args.batch} with CFG ({2 * args.batch} rows), one profiled run: {whole:.2f} s in ops")
+    print(f"generate {args.dtype}, batch {args.batch} with CFG ({2 * args.batch} rows), one profiled run: {whole:.2f} s in ops")
     for kind, s in total.most_common():
         print(f"{kind:40s} {s:7.2f} s {100 * s / whole:5.1f}%")
-    print(json.dumps({"batch": args.batch, "total_s": whole, "kinds": dict(total)}))
+    print(json.dumps({"batch": args.batch, "dtype": args.dtype, "total_s": whole, "kinds": dict(total)}))
 
 
 if __name__ == "__main__":

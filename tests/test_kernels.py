@@ -74,3 +74,37 @@ def test_decode_attention_matches_cached_attention(G, length):
     want = cached_attention(qh, k, v, (jnp.arange(M) < length)[None], D ** -0.5).reshape(B, KV, G, D)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
+
+
+@pytest.mark.parametrize("rows", [1, 2, 16])
+def test_rows_gemv_reads_bfloat16_weights(rows):
+    if not kernels.available():
+        return  # no compiler: test_projection_takes_the_kernel_for_2_to_16_rows_only checks the fallback
+    rng = np.random.default_rng(rows)
+    w = jnp.asarray(rng.standard_normal((203, 77), dtype=np.float32)).astype(jnp.bfloat16)
+    x = jnp.asarray(rng.standard_normal((rows, 77), dtype=np.float32)).astype(jnp.bfloat16)
+    got = jax.jit(kernels.rows_gemv)(w, x)
+    assert got.dtype == jnp.float32
+    want = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T  # the bfloat16 values, summed exactly
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    text = jax.jit(lambda x: project(x, w, out_in=True)).lower(x).as_text()
+    assert kernels.BF16_TARGET in text  # bfloat16 weights take it from one row on
+
+
+def test_decode_attention_reads_a_bfloat16_cache():
+    if not kernels.available():
+        return
+    B, KV, G, M, D, length = 2, 2, 2, 16, 12, 11
+    q = jax.random.normal(jax.random.key(0), (B, KV, G, D)).astype(jnp.bfloat16)
+    k, v = (jax.random.normal(jax.random.key(i), (B, KV, M, D)).astype(jnp.bfloat16) for i in (1, 2))
+    got = jax.jit(kernels.decode_attention, static_argnums=4)(q, k, v, jnp.int32(length), D ** -0.5)
+    f32 = lambda a: a.astype(jnp.float32)
+    want = cached_attention(f32(q).reshape(B, 1, KV * G, D), f32(k), f32(v), (jnp.arange(M) < length)[None],
+                            D ** -0.5).reshape(B, KV, G, D)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_calling_a_switched_off_kernel_says_so(monkeypatch):
+    monkeypatch.setenv("AR_JAX_NATIVE_KERNELS", "0")
+    with pytest.raises(RuntimeError, match="AR_JAX_NATIVE_KERNELS=0.*usable"):
+        kernels.rows_gemv(jnp.ones((4, 3)), jnp.ones((2, 3)))

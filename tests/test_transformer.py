@@ -126,6 +126,25 @@ def test_decoding_through_the_attention_kernel_equals_teacher_forcing():
     np.testing.assert_allclose(cached_logits(cfg, params, tokens, labels), tf[:, cfg.cls_token_num - 1:], atol=1e-5)
 
 
+def test_bfloat16_decoding_through_the_kernels_matches_xla(monkeypatch):
+    """A bfloat16 model decoded with `[out, in]` weights: the native kernels' logits are XLA's, to bfloat16 rounding."""
+    from ar_jax import kernels
+
+    cfg, params = make_test_model(num_kv_heads=2, rope="1d", seq_len=15, dtype="bfloat16")
+    dec_cfg, dec_params = cfg.decoding(jax.tree.map(lambda p: p.astype(jnp.bfloat16), params))
+    tokens = jax.random.randint(jax.random.key(6), (2, cfg.seq_len), 0, cfg.vocab_size)
+    labels = jnp.array([1, 0])
+    step = lambda: jax.jit(lambda t, c: Transformer(dec_cfg).apply({"params": dec_params}, t, None, start=5, cache=c)
+                           ).lower(tokens[:, :1], init_cache(dec_cfg, 2, 16)).as_text()
+    on = kernels.available()
+    assert (kernels.BF16_TARGET in step()) == on and (kernels.ATTENTION_BF16_TARGET in step()) == on
+    native = cached_logits(dec_cfg, dec_params, tokens, labels)
+    monkeypatch.setenv("AR_JAX_NATIVE_KERNELS", "0")
+    assert kernels.BF16_TARGET not in step()
+    xla = cached_logits(dec_cfg, dec_params, tokens, labels)
+    np.testing.assert_allclose(native, xla, atol=0.02 * float(jnp.abs(xla).max()))  # measured: 0.004
+
+
 @pytest.mark.parametrize("S,KV,block", [(37, 4, 8), (24, 2, 8), (5, 1, 8)])
 def test_blockwise_causal_attention_equals_full(S, KV, block):
     B, H, D = 2, 4, 8

@@ -4,7 +4,7 @@ XLA:CPU multiplies 2-16 rows (decoding's batch, doubled by CFG) by a weight far 
 (`benchmarks/few_row_products.py`): its kernels read the weight once per row or pack it. `rows_gemv.cc` reads
 each `[out, in]` weight row from memory once for all rows, in register tiles of 2 outputs x up to 6 rows
 (AVX2/FMA through `-march=native`, OpenMP over the outputs), and is registered as an XLA FFI target.
-`decode_attention.cc` is one position's attention over the written part of a float32 cache: XLA's version
+`decode_attention.cc` is one position's attention over the written part of a float32 or bfloat16 cache: XLA's version
 (`transformer.written_attention`) copies every cache block it reads before its small batched products.
 
 Both are built with `g++ -O3 -march=native -fopenmp` (a few seconds) into one library in `$XDG_CACHE_HOME/ar_jax`
@@ -32,7 +32,9 @@ import numpy as np
 
 SOURCES = [Path(__file__).with_name(name) for name in ("rows_gemv.cc", "decode_attention.cc")]
 TARGET = "ar_jax_rows_gemv"
+BF16_TARGET = "ar_jax_rows_gemv_bf16"  # the same product with bfloat16 weights
 ATTENTION_TARGET = "ar_jax_decode_attention"
+ATTENTION_BF16_TARGET = "ar_jax_decode_attention_bf16"  # over a bfloat16 cache
 MAX_ROWS = 16  # beyond this XLA's own product is as fast
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,10 @@ def _load() -> bool:
             _build(path)
         lib = ctypes.cdll.LoadLibrary(str(path))
         jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.ArJaxRowsGemv), platform="cpu")
+        jax.ffi.register_ffi_target(BF16_TARGET, jax.ffi.pycapsule(lib.ArJaxRowsGemvBf16), platform="cpu")
         jax.ffi.register_ffi_target(ATTENTION_TARGET, jax.ffi.pycapsule(lib.ArJaxDecodeAttention), platform="cpu")
+        jax.ffi.register_ffi_target(ATTENTION_BF16_TARGET, jax.ffi.pycapsule(lib.ArJaxDecodeAttentionBf16),
+                                    platform="cpu")
         return True
     except Exception as e:  # noqa: BLE001  (any failure means: use XLA's products)
         log.warning("ar_jax: native decoding kernels unavailable (%s); decoding uses XLA's products.", e)
@@ -100,29 +105,45 @@ def available() -> bool:
     return _load()
 
 
+def _require() -> None:
+    """Register the kernels before a call names them, or say why they cannot be used."""
+    if not available():
+        raise RuntimeError("ar_jax's native kernels are off (AR_JAX_NATIVE_KERNELS=0), not built here (no C++ "
+                           "compiler, or not x86-64; see the warning logged) or not for this backend: check "
+                           "`kernels.usable(...)` / `kernels.attention_usable(...)` first, as `transformer` does.")
+
+
 def usable(w: jax.Array, x: jax.Array) -> bool:
-    """Whether `rows_gemv(w, x)` applies: float32 `w [O, I]` and `x [R, I]`, R <= MAX_ROWS, one CPU device."""
-    return (x.ndim == w.ndim == 2 and x.shape[0] <= MAX_ROWS and w.dtype == x.dtype == jnp.float32
+    """Whether `rows_gemv(w, x)` applies: float32 or bfloat16 `w [O, I]` and `x [R, I]`, R <= MAX_ROWS, one CPU
+    device."""
+    floats = (jnp.float32, jnp.bfloat16)
+    return (x.ndim == w.ndim == 2 and x.shape[0] <= MAX_ROWS and w.dtype in floats and x.dtype in floats
             and jax.default_backend() == "cpu" and jax.device_count() == 1 and available())
 
 
 def rows_gemv(w: jax.Array, x: jax.Array) -> jax.Array:
-    """`x [R, I] @ w[O, I].T` -> `[R, O]` float32 by the native kernel (where `usable(w, x)`)."""
+    """`x [R, I] @ w[O, I].T` -> `[R, O]` float32 by the native kernel (where `usable(w, x)`), summed in float32
+    (bfloat16 weights and rows are widened exactly)."""
+    _require()
     out = jax.ShapeDtypeStruct((x.shape[0], w.shape[0]), jnp.float32)
-    return jax.ffi.ffi_call(TARGET, out, vmap_method="sequential")(w, x)  # under vmap: one call per element
+    target = BF16_TARGET if w.dtype == jnp.bfloat16 else TARGET
+    return jax.ffi.ffi_call(target, out, vmap_method="sequential")(w, x.astype(jnp.float32))  # vmap: one call each
 
 
 def attention_usable(q: jax.Array, k: jax.Array, v: jax.Array) -> bool:
-    """Whether `decode_attention(q, k, v, ...)` applies: float32 `q [B, KV, G, D]`, `k, v [B, KV, M, D]`, one CPU
-    device."""
-    return (q.ndim == k.ndim == v.ndim == 4 and q.dtype == k.dtype == v.dtype == jnp.float32
+    """Whether `decode_attention(q, k, v, ...)` applies: `q [B, KV, G, D]`, `k, v [B, KV, M, D]` (float32, or a
+    bfloat16 cache), one CPU device."""
+    return (q.ndim == k.ndim == v.ndim == 4 and k.dtype == v.dtype and k.dtype in (jnp.float32, jnp.bfloat16)
+            and q.dtype in (jnp.float32, jnp.bfloat16)
             and jax.default_backend() == "cpu" and jax.device_count() == 1 and available())
 
 
 def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, length: jax.Array, scale: float) -> jax.Array:
     """Attention of `q [B, KV, G, D]` over the first `length` entries of `k, v [B, KV, M, D]` -> `[B, KV, G, D]`
-    (where `attention_usable`); `length` is clamped to `[1, M]`."""
+    float32 (where `attention_usable`), computed in float32; `length` is clamped to `[1, M]`."""
+    _require()
     out = jax.ShapeDtypeStruct(q.shape, jnp.float32)
     length = jnp.asarray(length, jnp.int32).reshape(())
-    return jax.ffi.ffi_call(ATTENTION_TARGET, out, vmap_method="sequential")(q, k, v, length,
-                                                                            scale=np.float32(scale))
+    target = ATTENTION_BF16_TARGET if k.dtype == jnp.bfloat16 else ATTENTION_TARGET
+    return jax.ffi.ffi_call(target, out, vmap_method="sequential")(q.astype(jnp.float32), k, v, length,
+                                                                  scale=np.float32(scale))

@@ -1,4 +1,5 @@
-// One decoding position's attention over the written part of a float32 cache, for every (batch row, KV head):
+// One decoding position's attention over the written part of a float32 or bfloat16 cache (q and out float32), for
+// every (batch row, KV head):
 // out[b, h, g, :] = softmax_m(scale * q[b, h, g, :] . k[b, h, m, :]) @ v[b, h, m, :] over m < length.
 // Reads each written key and value row once (for all G query heads of a KV head) and nothing past `length`,
 // with no copy of the cache; OpenMP over the (batch row, KV head) pairs.
@@ -13,15 +14,24 @@
 
 namespace ffi = xla::ffi;
 
-static void pair(const float* q, const float* k, const float* v, float* out, int64_t G, int64_t D, int64_t n,
+static inline float widen(float v) { return v; }
+static inline float widen(uint16_t v) {  // bfloat16: the top 16 bits of a float32
+  uint32_t u = static_cast<uint32_t>(v) << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+
+template <typename C>
+static void pair(const float* q, const C* k, const C* v, float* out, int64_t G, int64_t D, int64_t n,
                  float scale, float* s) {
   for (int64_t m = 0; m < n; ++m) {
-    const float* km = k + m * D;
+    const C* km = k + m * D;
     for (int64_t g = 0; g < G; ++g) {
       const float* qg = q + g * D;
       float t = 0.f;
 #pragma omp simd reduction(+ : t)
-      for (int64_t d = 0; d < D; ++d) t += qg[d] * km[d];
+      for (int64_t d = 0; d < D; ++d) t += qg[d] * widen(km[d]);
       s[g * n + m] = t * scale;
     }
   }
@@ -32,10 +42,10 @@ static void pair(const float* q, const float* k, const float* v, float* out, int
     float* og = out + g * D;
     std::fill(og, og + D, 0.f);
     for (int64_t m = 0; m < n; ++m) {
-      const float* vm = v + m * D;
+      const C* vm = v + m * D;
       const float p = sg[m];
 #pragma omp simd
-      for (int64_t d = 0; d < D; ++d) og[d] += p * vm[d];
+      for (int64_t d = 0; d < D; ++d) og[d] += p * widen(vm[d]);
     }
     const float inv = 1.f / total;
 #pragma omp simd
@@ -43,14 +53,16 @@ static void pair(const float* q, const float* k, const float* v, float* out, int
   }
 }
 
-static ffi::Error DecodeAttentionImpl(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
-                                      ffi::Buffer<ffi::S32> length, ffi::ResultBuffer<ffi::F32> out, float scale) {
+template <typename C, ffi::DataType T>
+static ffi::Error Impl(ffi::Buffer<ffi::F32> q, ffi::Buffer<T> k, ffi::Buffer<T> v, ffi::Buffer<ffi::S32> length,
+                       ffi::ResultBuffer<ffi::F32> out, float scale) {
   auto qd = q.dimensions(), kd = k.dimensions();
   if (qd.size() != 4 || kd.size() != 4 || qd[0] != kd[0] || qd[1] != kd[1] || qd[3] != kd[3])
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "decode_attention: q [B, KV, G, D], k, v [B, KV, M, D]");
   const int64_t P = qd[0] * qd[1], G = qd[2], D = qd[3], M = kd[2];
   const int64_t n = std::clamp<int64_t>(length.typed_data()[0], 1, M);
-  const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
+  const float* qp = q.typed_data();
+  const C *kp = reinterpret_cast<const C*>(k.untyped_data()), *vp = reinterpret_cast<const C*>(v.untyped_data());
   float* op = out->typed_data();
 #ifdef _OPENMP
 #pragma omp parallel num_threads(omp_get_num_procs())
@@ -66,11 +78,14 @@ static ffi::Error DecodeAttentionImpl(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::
   return ffi::Error::Success();
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(ArJaxDecodeAttention, DecodeAttentionImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("scale"));
+#define BIND(T)                       \
+  ffi::Ffi::Bind()                    \
+      .Arg<ffi::Buffer<ffi::F32>>()   \
+      .Arg<ffi::Buffer<T>>()          \
+      .Arg<ffi::Buffer<T>>()          \
+      .Arg<ffi::Buffer<ffi::S32>>()   \
+      .Ret<ffi::Buffer<ffi::F32>>()   \
+      .Attr<float>("scale")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ArJaxDecodeAttention, (Impl<float, ffi::F32>), BIND(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ArJaxDecodeAttentionBf16, (Impl<uint16_t, ffi::BF16>), BIND(ffi::BF16));

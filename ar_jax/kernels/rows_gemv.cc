@@ -1,4 +1,5 @@
-// y[r, o] = sum_i w[o, i] * x[r, i] for a few rows r (decoding: batch, or 2 x batch with CFG), w [O, I] float32.
+// y[r, o] = sum_i w[o, i] * x[r, i] for a few rows r (decoding: batch, or 2 x batch with CFG); w [O, I] float32
+// or bfloat16 (widened to float32 as it is read: half the bytes from memory), x and y float32.
 // One pass over w from memory serves every row. Register tiles of 2 outputs x up to 6 rows (12 accumulators of 8
 // lanes; the row vector pinned to a register, so each weight vector is loaded once a tile); the rows are split into
 // near-equal tiles. Outputs go in blocks of 32 whose weight rows stay in L2 while every row tile passes over them,
@@ -24,17 +25,30 @@ static inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-template <int B, int R>
-static void tile(const float* w, const float* x, float* y, int64_t O, int64_t I, int64_t o, int64_t r0, bool pf) {
+static inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+static inline __m256 load8(const uint16_t* p) {  // 8 bfloat16 -> float32: the 16 bits go to the top of each lane
+  __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+}
+static inline float widen(float v) { return v; }
+static inline float widen(uint16_t v) {
+  uint32_t u = static_cast<uint32_t>(v) << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+
+template <typename W, int B, int R>
+static void tile(const W* w, const float* x, float* y, int64_t O, int64_t I, int64_t o, int64_t r0, bool pf) {
   __m256 acc[B][R];
   for (int b = 0; b < B; ++b)
     for (int r = 0; r < R; ++r) acc[b][r] = _mm256_setzero_ps();
-  const float* wo = w + o * I;
+  const W* wo = w + o * I;
   const float* xr = x + r0 * I;
   int64_t i = 0;
   for (; i + 8 <= I; i += 8) {
     __m256 wv[B];
-    for (int b = 0; b < B; ++b) wv[b] = _mm256_loadu_ps(wo + b * I + i);
+    for (int b = 0; b < B; ++b) wv[b] = load8(wo + b * I + i);
     if (pf)
       for (int b = 0; b < B; ++b) _mm_prefetch(reinterpret_cast<const char*>(wo + (B + b) * I + i), _MM_HINT_T0);
     for (int r = 0; r < R; ++r) {
@@ -46,39 +60,41 @@ static void tile(const float* w, const float* x, float* y, int64_t O, int64_t I,
   for (int b = 0; b < B; ++b)
     for (int r = 0; r < R; ++r) {
       float t = hsum(acc[b][r]);
-      for (int64_t j = i; j < I; ++j) t += wo[b * I + j] * xr[r * I + j];
+      for (int64_t j = i; j < I; ++j) t += widen(wo[b * I + j]) * xr[r * I + j];
       y[(r0 + r) * O + o + b] = t;
     }
 }
 
-template <int B>
-static void rows(const float* w, const float* x, float* y, int64_t O, int64_t I, int64_t o, int64_t r0, int64_t n,
+template <typename W, int B>
+static void rows(const W* w, const float* x, float* y, int64_t O, int64_t I, int64_t o, int64_t r0, int64_t n,
                  bool pf) {
   switch (n) {
-    case 1: tile<B, 1>(w, x, y, O, I, o, r0, pf); break;
-    case 2: tile<B, 2>(w, x, y, O, I, o, r0, pf); break;
-    case 3: tile<B, 3>(w, x, y, O, I, o, r0, pf); break;
-    case 4: tile<B, 4>(w, x, y, O, I, o, r0, pf); break;
-    case 5: tile<B, 5>(w, x, y, O, I, o, r0, pf); break;
-    default: tile<B, 6>(w, x, y, O, I, o, r0, pf); break;
+    case 1: tile<W, B, 1>(w, x, y, O, I, o, r0, pf); break;
+    case 2: tile<W, B, 2>(w, x, y, O, I, o, r0, pf); break;
+    case 3: tile<W, B, 3>(w, x, y, O, I, o, r0, pf); break;
+    case 4: tile<W, B, 4>(w, x, y, O, I, o, r0, pf); break;
+    case 5: tile<W, B, 5>(w, x, y, O, I, o, r0, pf); break;
+    default: tile<W, B, 6>(w, x, y, O, I, o, r0, pf); break;
   }
 }
 
-static void span(const float* w, const float* x, float* y, int64_t O, int64_t I, int64_t R, int64_t o0, int64_t o1) {
+template <typename W>
+static void span(const W* w, const float* x, float* y, int64_t O, int64_t I, int64_t R, int64_t o0, int64_t o1) {
   int64_t tiles = (R + NR - 1) / NR;
   for (int64_t ob = o0; ob < o1; ob += BLOCK) {
     int64_t oe = std::min(o1, ob + BLOCK), r0 = 0;
     for (int64_t t = 0; t < tiles; ++t) {
       int64_t n = (R - r0) / (tiles - t);
       int64_t o = ob;
-      for (; o + NO <= oe; o += NO) rows<NO>(w, x, y, O, I, o, r0, n, t == 0 && o + 2 * NO <= o1);
-      for (; o < oe; ++o) rows<1>(w, x, y, O, I, o, r0, n, false);
+      for (; o + NO <= oe; o += NO) rows<W, NO>(w, x, y, O, I, o, r0, n, t == 0 && o + 2 * NO <= o1);
+      for (; o < oe; ++o) rows<W, 1>(w, x, y, O, I, o, r0, n, false);
       r0 += n;
     }
   }
 }
 
-static void run(const float* w, const float* x, float* y, int64_t O, int64_t I, int64_t R) {
+template <typename W>
+static void run(const W* w, const float* x, float* y, int64_t O, int64_t I, int64_t R) {
   // Every core this process may use (as XLA's own pool does), whatever OMP_NUM_THREADS says.
 #ifdef _OPENMP
 #pragma omp parallel num_threads(omp_get_num_procs())
@@ -95,14 +111,18 @@ static void run(const float* w, const float* x, float* y, int64_t O, int64_t I, 
   }
 }
 
-static ffi::Error RowsGemvImpl(ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y) {
+template <typename W, ffi::DataType T>
+static ffi::Error Impl(ffi::Buffer<T> w, ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y) {
   auto wd = w.dimensions(), xd = x.dimensions();
   if (wd.size() != 2 || xd.size() != 2 || wd[1] != xd[1])
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "rows_gemv: w [O, I] and x [R, I] expected");
-  run(w.typed_data(), x.typed_data(), y->typed_data(), wd[0], wd[1], xd[0]);
+  run(reinterpret_cast<const W*>(w.untyped_data()), x.typed_data(), y->typed_data(), wd[0], wd[1], xd[0]);
   return ffi::Error::Success();
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(ArJaxRowsGemv, RowsGemvImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ArJaxRowsGemv, (Impl<float, ffi::F32>),
                               ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ArJaxRowsGemvBf16, (Impl<uint16_t, ffi::BF16>),
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::BF16>>().Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());

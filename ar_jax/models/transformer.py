@@ -8,8 +8,8 @@ passed in and returned; a call writes its keys/values at `start` with `lax.dynam
 per layer, not one stacked `[layers, ...]` array: XLA:CPU updates a layer's array in place, while reading a layer
 out of a stacked array it had just updated copied the whole cache, every layer of every step. Heads-major, so
 decoding attention reads it without a transposed copy (`cached_attention`); a one-position step reads only the
-entries written so far: on CPU with a float32 cache through the native kernel (`ar_jax.kernels`), elsewhere over a
-cache of whole WRITTEN_BLOCKs by blocks (`written_attention`).
+entries written so far: on CPU through the native kernel (`ar_jax.kernels`), elsewhere over a cache of whole
+WRITTEN_BLOCKs by blocks (`written_attention`).
 """
 
 from __future__ import annotations
@@ -182,9 +182,9 @@ def project(x: Array, w: Array, n_in: int = 1, out_dtype: Any = None, out_in: bo
     Decoding multiplies few rows (batch, or 2 x batch with CFG) by every weight, so it runs at memory speed at
     best. On XLA:CPU the weights' layout matters: `[out, in]` weights (`to_out_in`, what `sampling` uses on CPU)
     make each output one contiguous weight row, faster for 1-16 rows. With 2-16 rows and `[out, in]` float32
-    weights the native kernel (`ar_jax.kernels`) reads each weight once for all rows; without it, 2 rows
-    (`[out, in]`) or 2-4 rows (`[in, out]`) run one matrix-vector product per row, which beats the packed GEMM
-    XLA picks otherwise (`benchmarks/few_row_products.py`).
+    weights, or 1-16 rows and bfloat16 weights, the native kernel (`ar_jax.kernels`; it sums in float32) reads each
+    weight once for all rows; without it, 2 rows (`[out, in]`) or 2-4 rows (`[in, out]`) run one matrix-vector
+    product per row, which beats the packed GEMM XLA picks otherwise (`benchmarks/few_row_products.py`).
     """
     lead = x.shape[:x.ndim - n_in]
     rows, k = math.prod(lead), math.prod(x.shape[x.ndim - n_in:])
@@ -193,8 +193,8 @@ def project(x: Array, w: Array, n_in: int = 1, out_dtype: Any = None, out_in: bo
     if out_in:
         out = w.shape[:w.ndim - n_in]
         w2 = w.reshape(-1, k)
-        if 1 < rows and jnp.dtype(pet) == jnp.float32 and kernels.usable(w2, x2):
-            y = kernels.rows_gemv(w2, x2)  # one pass over the weight for every row
+        if (1 < rows or w2.dtype == jnp.bfloat16) and kernels.usable(w2, x2):
+            y = kernels.rows_gemv(w2, x2).astype(pet)  # one pass over the weight for every row
         elif 1 < rows <= OUT_IN_ROW_GEMV_MAX and jax.default_backend() == "cpu":
             y = jnp.stack([jnp.dot(w2, x2[r], preferred_element_type=pet) for r in range(rows)])
         else:
@@ -358,7 +358,7 @@ class Attention(nn.Module):
             cache = (ck, cv)
         one = cache is not None and q.shape[1] == 1 and cfg.causal  # one decoding position, causal
         if one and kernels.attention_usable(qg := q.reshape(q.shape[0], KV, H // KV, D), ck, cv):
-            out = kernels.decode_attention(qg, ck, cv, start + 1, D ** -0.5).reshape(q.shape)  # reads no more
+            out = kernels.decode_attention(qg, ck, cv, start + 1, D ** -0.5).reshape(q.shape).astype(q.dtype)
         elif one and ck.shape[2] % WRITTEN_BLOCK == 0 and ck.shape[2] >= 2 * WRITTEN_BLOCK:
             out = written_attention(q, ck, cv, start + 1, D ** -0.5, WRITTEN_BLOCK)  # casts only what it reads
         elif cache is not None and q.shape[1] <= CACHED_QUERY_MAX:
