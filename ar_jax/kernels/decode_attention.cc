@@ -3,6 +3,7 @@
 // out[b, h, g, :] = softmax_m(scale * q[b, h, g, :] . k[b, h, m, :]) @ v[b, h, m, :] over m < length.
 // Reads each written key and value row once (for all G query heads of a KV head) and nothing past `length`,
 // with no copy of the cache; OpenMP over the (batch row, KV head) pairs.
+#include <immintrin.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -23,10 +24,16 @@ static inline float widen(uint16_t v) {  // bfloat16: the top 16 bits of a float
 }
 
 template <typename C>
+static inline void prefetch_row(const C* p, int64_t D) {
+  for (int64_t d = 0; d < D; d += 64 / sizeof(C)) _mm_prefetch(reinterpret_cast<const char*>(p + d), _MM_HINT_T0);
+}
+
+template <typename C>
 static void pair(const float* q, const C* k, const C* v, float* out, int64_t G, int64_t D, int64_t n,
-                 float scale, float* s) {
+                 float scale, float* s, const C* k_next, const C* v_next) {
   for (int64_t m = 0; m < n; ++m) {
     const C* km = k + m * D;
+    if (k_next) prefetch_row(k_next + m * D, D);
     for (int64_t g = 0; g < G; ++g) {
       const float* qg = q + g * D;
       float t = 0.f;
@@ -43,6 +50,7 @@ static void pair(const float* q, const C* k, const C* v, float* out, int64_t G, 
     std::fill(og, og + D, 0.f);
     for (int64_t m = 0; m < n; ++m) {
       const C* vm = v + m * D;
+      if (v_next && g == G - 1) prefetch_row(v_next + m * D, D);
       const float p = sg[m];
 #pragma omp simd
       for (int64_t d = 0; d < D; ++d) og[d] += p * widen(vm[d]);
@@ -72,8 +80,11 @@ static ffi::Error Impl(ffi::Buffer<ffi::F32> q, ffi::Buffer<T> k, ffi::Buffer<T>
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-    for (int64_t i = 0; i < P; ++i)
-      pair(qp + i * G * D, kp + i * M * D, vp + i * M * D, op + i * G * D, G, D, n, scale, s.data());
+    for (int64_t i = 0; i < P; ++i) {
+      const bool more = i + 1 < P;  // the next pair this thread takes (static schedule: usually i + 1)
+      pair(qp + i * G * D, kp + i * M * D, vp + i * M * D, op + i * G * D, G, D, n, scale, s.data(),
+           more ? kp + (i + 1) * M * D : nullptr, more ? vp + (i + 1) * M * D : nullptr);
+    }
   }
   return ffi::Error::Success();
 }
