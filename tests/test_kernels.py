@@ -13,12 +13,19 @@ from ar_jax.models.transformer import cached_attention, project
 from tests.conftest import make_test_model
 
 
+def built() -> bool:
+    """Whether the kernels must be on here: with a C++ compiler they must build; without one they must be off."""
+    if not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")):
+        assert not kernels.available()  # no compiler: decoding keeps XLA's products and attention
+        return False
+    assert kernels.available()
+    return True
+
+
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 12, 13, 16])
 def test_rows_gemv_matches_numpy(rows):
-    if not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")):
-        assert not kernels.available()  # no compiler: decoding keeps XLA's products
+    if not built():
         return
-    assert kernels.available()
     rng = np.random.default_rng(rows)
     # 77 inputs: 9 vector steps and a 5-element tail; 203 outputs: blocks of 32, pairs, a last single output
     for outs, ins in [(203, 77), (1, 5), (67, 16)]:
@@ -62,8 +69,8 @@ def test_switched_off_kernel_gives_the_same_sampling_logits(monkeypatch, labels)
 
 @pytest.mark.parametrize("G,length", [(1, 1), (1, 9), (2, 13), (3, 16)])
 def test_decode_attention_matches_cached_attention(G, length):
-    if not kernels.available():
-        return  # no compiler: test_projection_takes_the_kernel_for_2_to_16_rows_only checks the fallback
+    if not built():
+        return  # test_projection_takes_the_kernel_for_2_to_16_rows_only checks the fallback
     B, KV, M, D = 2, 2, 16, 12  # 12 lanes: vector steps and a tail
     q = jax.random.normal(jax.random.key(0), (B, KV, G, D))
     k, v = (jax.random.normal(jax.random.key(i), (B, KV, M, D)) for i in (1, 2))
@@ -75,11 +82,10 @@ def test_decode_attention_matches_cached_attention(G, length):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-
 @pytest.mark.parametrize("rows", [1, 2, 16])
 def test_rows_gemv_reads_bfloat16_weights(rows):
-    if not kernels.available():
-        return  # no compiler: test_projection_takes_the_kernel_for_2_to_16_rows_only checks the fallback
+    if not built():
+        return  # test_projection_takes_the_kernel_for_2_to_16_rows_only checks the fallback
     rng = np.random.default_rng(rows)
     w = jnp.asarray(rng.standard_normal((203, 77), dtype=np.float32)).astype(jnp.bfloat16)
     x = jnp.asarray(rng.standard_normal((rows, 77), dtype=np.float32)).astype(jnp.bfloat16)
@@ -92,7 +98,7 @@ def test_rows_gemv_reads_bfloat16_weights(rows):
 
 
 def test_decode_attention_reads_a_bfloat16_cache():
-    if not kernels.available():
+    if not built():
         return
     B, KV, G, M, D, length = 2, 2, 2, 16, 12, 11
     q = jax.random.normal(jax.random.key(0), (B, KV, G, D)).astype(jnp.bfloat16)
