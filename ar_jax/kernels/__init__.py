@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 SOURCES = [Path(__file__).with_name(name) for name in ("rows_gemv.cc", "decode_attention.cc")]
+HEADER = Path(__file__).with_name("bfloat16.h")  # shared by both sources
 TARGET = "ar_jax_rows_gemv"
 BF16_TARGET = "ar_jax_rows_gemv_bf16"  # the same product with bfloat16 weights
 ATTENTION_TARGET = "ar_jax_decode_attention"
@@ -52,7 +53,7 @@ def library_path() -> Path:
     """Where the built kernels live: named by the hash of their sources, jaxlib's version and the CPU."""
     import jaxlib
 
-    code = b"".join(src.read_bytes() for src in SOURCES)
+    code = b"".join(src.read_bytes() for src in SOURCES + [HEADER])
     key = hashlib.sha256(code + jaxlib.__version__.encode() + _cpu_key().encode()).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ar_jax"
     try:

@@ -11,17 +11,10 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include "bfloat16.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
-
-static inline float widen(float v) { return v; }
-static inline float widen(uint16_t v) {  // bfloat16: the top 16 bits of a float32
-  uint32_t u = static_cast<uint32_t>(v) << 16;
-  float f;
-  __builtin_memcpy(&f, &u, 4);
-  return f;
-}
 
 template <typename C>
 static inline void prefetch_row(const C* p, int64_t D) {
