@@ -10,6 +10,7 @@ from ar_jax.models.transformer import (
     Transformer,
     blockwise_causal_attention,
     cached_attention,
+    cpu_dense,
     init_cache,
     init_params,
     rope_table,
@@ -154,6 +155,41 @@ def test_blockwise_causal_attention_equals_full(S, KV, block):
         q, k, v, mask=jnp.tril(jnp.ones((S, S), bool))[None, None], scale=D ** -0.5)
     got = jax.jit(blockwise_causal_attention, static_argnums=(3, 4))(q, k, v, D ** -0.5, block)
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+def test_blockwise_causal_attention_equals_full_with_gradients(dtype):
+    """Grouped heads (G = 3), two query blocks, the dtype's rounding: values and all three gradients."""
+    B, S, H, KV, D = 2, 12, 6, 2, 8
+    q = jax.random.normal(jax.random.key(0), (B, S, H, D), dtype)
+    k, v, g = (jax.random.normal(jax.random.key(i), (B, S, n, D), dtype) for i, n in ((1, KV), (2, KV), (3, H)))
+    mask = jnp.tril(jnp.ones((S, S), bool))[None, None]
+    full = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=mask, scale=D ** -0.5)
+    blocks = lambda q, k, v: blockwise_causal_attention(q, k, v, D ** -0.5, 8)
+    tol = 1e-5 if dtype == jnp.float32 else 2e-2
+    for f in (full, blocks):
+        assert f(q, k, v).dtype == dtype
+    np.testing.assert_allclose(blocks(q, k, v).astype(float), full(q, k, v).astype(float), atol=tol)
+    for got, want in zip(jax.vjp(blocks, q, k, v)[1](g), jax.vjp(full, q, k, v)[1](g), strict=True):
+        want = want.astype(float)
+        np.testing.assert_allclose(got.astype(float), want, atol=tol * max(1.0, np.abs(want).max()))
+
+
+@pytest.mark.parametrize("dtype,out_dtype", [(jnp.float32, jnp.float32), (jnp.bfloat16, jnp.float32),
+                                             (jnp.bfloat16, jnp.bfloat16)])
+def test_cpu_dense_gradients_equal_autodiff_and_avoid_the_folded_transpose(dtype, out_dtype):
+    x = jax.random.normal(jax.random.key(0), (64, 32), dtype)
+    w = jax.random.normal(jax.random.key(1), (32, 48), dtype)
+    g = jax.random.normal(jax.random.key(2), (64, 48), out_dtype)
+    ours = lambda x, w: jnp.sum(cpu_dense(x, w, jnp.dtype(out_dtype)).astype(jnp.float32) * g)
+    plain = lambda x, w: jnp.sum(jnp.dot(x, w, preferred_element_type=out_dtype).astype(jnp.float32) * g)
+    for got, want in zip(jax.grad(ours, (0, 1))(x, w), jax.grad(plain, (0, 1))(x, w), strict=True):
+        assert got.dtype == want.dtype
+        np.testing.assert_allclose(got.astype(float), want.astype(float), rtol=1e-6)
+    hlo = lambda f: jax.jit(jax.grad(f, (0, 1))).lower(x, w).compile().as_text()
+    assert "lhs_contracting_dims={0}" not in hlo(ours)  # the weight gradient multiplies a copy of x.T
+    if jax.default_backend() == "cpu" and dtype == jnp.float32:
+        assert "lhs_contracting_dims={0}" in hlo(plain)  # what autodiff leaves to XLA:CPU (the slow Eigen form)
 
 
 def test_long_sequences_take_the_blockwise_path_with_the_same_logits(monkeypatch):
