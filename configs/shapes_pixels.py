@@ -53,7 +53,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     c.label_dropout = 0.1  # probability a training label becomes the null class (enables CFG)
     c.batch_size = 4  # global batch, images (12,288 tokens)
-    c.grad_accum_steps = 1  # micro-batches per step (attention scores [4, 4, 256, <=3072] per query block)
+    c.grad_accum_steps = 1  # micro-batches per step (attention scores [4, 4, 128, <=3072] per query block)
     c.ema_decay = 0.99  # EMA of weights, used for sampling/eval by default; 0 switches it off
     c.ema_warmup = True  # decay min(ema_decay, (1 + t) / (10 + t)) early in training
     c.num_train_steps = 240  # optimizer steps (a CPU budget: about 3 s a step on 2 cores, attention over 3,072 tokens)

@@ -2,8 +2,10 @@
 // or bfloat16 (widened to float32 as it is read: half the bytes from memory), x and y float32.
 // One pass over w from memory serves every row. Register tiles of 2 outputs x up to 6 rows (12 accumulators of 8
 // lanes; the row vector pinned to a register, so each weight vector is loaded once a tile); the rows are split into
-// near-equal tiles. Outputs go in blocks of 32 whose weight rows stay in L2 while every row tile passes over them,
-// and the first row tile prefetches the next output pair's weight rows, so reading memory overlaps the arithmetic.
+// near-equal tiles. Outputs go in blocks (about 128 KB of weights) that stay in L2 while every row tile passes over
+// them; while one block's tiles run, the next block is prefetched into the cache in even portions, one a tile, so
+// memory is read all the time the arithmetic runs, not only during the first row tile (the first block: the next
+// output pair's rows, prefetched during its first tile).
 #include <immintrin.h>
 #include <algorithm>
 #include <cstdint>
@@ -17,7 +19,8 @@ namespace ffi = xla::ffi;
 
 constexpr int64_t NO = 2;      // outputs a tile
 constexpr int64_t NR = 6;      // most rows a tile
-constexpr int64_t BLOCK = 32;  // outputs a block
+constexpr int64_t BLOCK_BYTES = 128 << 10;  // weight bytes a block: two blocks and a row tile fit in L2
+constexpr int64_t MAX_BLOCK = 64;           // most outputs a block
 
 static inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -27,14 +30,16 @@ static inline float hsum(__m256 v) {
 }
 
 template <typename W, int B, int R>
-static void tile(const W* w, const float* x, float* y, int64_t O, int64_t I, int64_t o, int64_t r0, bool pf) {
+static void tile(const W* w, const float* x, float* y, int64_t O, int64_t I, int64_t o, int64_t r0, bool pf,
+                 const char* ahead, int64_t lines) {
   __m256 acc[B][R];
   for (int b = 0; b < B; ++b)
     for (int r = 0; r < R; ++r) acc[b][r] = _mm256_setzero_ps();
   const W* wo = w + o * I;
   const float* xr = x + r0 * I;
   int64_t i = 0;
-  for (; i + 8 <= I; i += 8) {
+  for (int64_t k = 0; i + 8 <= I; i += 8, ++k) {
+    if (k < lines) _mm_prefetch(ahead + 64 * k, _MM_HINT_T1);
     __m256 wv[B];
     for (int b = 0; b < B; ++b) wv[b] = load8(wo + b * I + i);
     if (pf)
@@ -55,27 +60,37 @@ static void tile(const W* w, const float* x, float* y, int64_t O, int64_t I, int
 
 template <typename W, int B>
 static void rows(const W* w, const float* x, float* y, int64_t O, int64_t I, int64_t o, int64_t r0, int64_t n,
-                 bool pf) {
+                 bool pf, const char* ahead, int64_t lines) {
   switch (n) {
-    case 1: tile<W, B, 1>(w, x, y, O, I, o, r0, pf); break;
-    case 2: tile<W, B, 2>(w, x, y, O, I, o, r0, pf); break;
-    case 3: tile<W, B, 3>(w, x, y, O, I, o, r0, pf); break;
-    case 4: tile<W, B, 4>(w, x, y, O, I, o, r0, pf); break;
-    case 5: tile<W, B, 5>(w, x, y, O, I, o, r0, pf); break;
-    default: tile<W, B, 6>(w, x, y, O, I, o, r0, pf); break;
+    case 1: tile<W, B, 1>(w, x, y, O, I, o, r0, pf, ahead, lines); break;
+    case 2: tile<W, B, 2>(w, x, y, O, I, o, r0, pf, ahead, lines); break;
+    case 3: tile<W, B, 3>(w, x, y, O, I, o, r0, pf, ahead, lines); break;
+    case 4: tile<W, B, 4>(w, x, y, O, I, o, r0, pf, ahead, lines); break;
+    case 5: tile<W, B, 5>(w, x, y, O, I, o, r0, pf, ahead, lines); break;
+    default: tile<W, B, 6>(w, x, y, O, I, o, r0, pf, ahead, lines); break;
   }
 }
 
 template <typename W>
 static void span(const W* w, const float* x, float* y, int64_t O, int64_t I, int64_t R, int64_t o0, int64_t o1) {
   int64_t tiles = (R + NR - 1) / NR;
-  for (int64_t ob = o0; ob < o1; ob += BLOCK) {
-    int64_t oe = std::min(o1, ob + BLOCK), r0 = 0;
+  int64_t block = std::clamp<int64_t>(BLOCK_BYTES / (I * int64_t(sizeof(W))) / NO * NO, NO, MAX_BLOCK);
+  for (int64_t ob = o0; ob < o1; ob += block) {
+    int64_t oe = std::min(o1, ob + block), r0 = 0;
+    const char* ahead = reinterpret_cast<const char*>(w + oe * I);  // the next block, read during this one
+    int64_t left = ((std::min(o1, oe + block) - oe) * I * int64_t(sizeof(W)) + 63) / 64;
+    int64_t calls = tiles * ((oe - ob + NO - 1) / NO), per = (left + calls - 1) / calls;
     for (int64_t t = 0; t < tiles; ++t) {
       int64_t n = (R - r0) / (tiles - t);
-      int64_t o = ob;
-      for (; o + NO <= oe; o += NO) rows<W, NO>(w, x, y, O, I, o, r0, n, t == 0 && o + 2 * NO <= o1);
-      for (; o < oe; ++o) rows<W, 1>(w, x, y, O, I, o, r0, n, false);
+      for (int64_t o = ob; o < oe; o += NO) {
+        int64_t lines = std::min({per, left, I / 8});
+        if (o + NO <= oe)
+          rows<W, NO>(w, x, y, O, I, o, r0, n, ob == o0 && t == 0 && o + 2 * NO <= oe, ahead, lines);
+        else
+          rows<W, 1>(w, x, y, O, I, o, r0, n, false, ahead, lines);
+        ahead += 64 * lines;
+        left -= lines;
+      }
       r0 += n;
     }
   }
