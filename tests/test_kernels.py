@@ -35,6 +35,15 @@ def test_rows_gemv_matches_numpy(rows):
         np.testing.assert_allclose(got, x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-5, atol=1e-5)
 
 
+def test_rows_gemv_of_empty_shapes():
+    if not built():
+        return
+    w = jnp.ones((203, 77), jnp.bfloat16)
+    assert jax.jit(kernels.rows_gemv)(w, jnp.ones((0, 77), jnp.float32)).shape == (0, 203)
+    got = jax.jit(kernels.rows_gemv)(jnp.ones((9, 0), jnp.float32), jnp.ones((3, 0), jnp.float32))
+    np.testing.assert_array_equal(got, np.zeros((3, 9), np.float32))
+
+
 def test_projection_takes_the_kernel_for_2_to_16_rows_only(monkeypatch):
     w = jnp.asarray(np.random.default_rng(0).standard_normal((48, 32), dtype=np.float32))  # [out, in]
     x = jnp.asarray(np.random.default_rng(1).standard_normal((17, 32), dtype=np.float32))

@@ -98,6 +98,11 @@ static void span(const W* w, const float* x, float* y, int64_t O, int64_t I, int
 
 template <typename W>
 static void run(const W* w, const float* x, float* y, int64_t O, int64_t I, int64_t R) {
+  if (R == 0 || O == 0) return;
+  if (I == 0) {  // empty sums (and no block size to derive from I)
+    std::fill(y, y + R * O, 0.0f);
+    return;
+  }
   // Every core this process may use (as XLA's own pool does), whatever OMP_NUM_THREADS says.
 #ifdef _OPENMP
 #pragma omp parallel num_threads(omp_get_num_procs())
