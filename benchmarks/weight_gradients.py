@@ -12,29 +12,19 @@ or not, from the compiled HLO). Prints a table, then one JSON line.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from speed import timed
 
 T = 2048
 SHAPES = {"wq/wk/wv/wo 768x768": (768, 768), "w1/w3 768x2048": (768, 2048), "w2 2048x768": (2048, 768),
           "output 768x16384": (768, 16384)}
 FORMS = {"folded": lambda x, dy: jnp.dot(x.T, dy),
          "copy": lambda x, dy: jnp.dot(jax.lax.optimization_barrier(x.T), dy)}
-
-
-def median_s(fn, args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -52,7 +42,8 @@ def main() -> None:
         for form, f in FORMS.items():
             fn = jax.jit(f)
             ynn = "ynn" in fn.lower(x, dy).compile().as_text()
-            row[form] = {"gflop_s": 2 * T * k * n / median_s(fn, (x, dy), args.repeats) / 1e9, "ynnpack": ynn}
+            med, _ = timed(functools.partial(lambda f, *a: jax.block_until_ready(f(*a)), fn, x, dy), args.repeats)
+            row[form] = {"gflop_s": 2 * T * k * n / med / 1e9, "ynnpack": ynn}
         out[name] = row
         print(f"{name:22s} {row['folded']['gflop_s']:15.1f} {'yes' if row['folded']['ynnpack'] else 'no':>4s} "
               f"{row['copy']['gflop_s']:13.1f} {'yes' if row['copy']['ynnpack'] else 'no':>4s}")
