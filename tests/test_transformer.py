@@ -192,6 +192,31 @@ def test_cpu_dense_gradients_equal_autodiff_and_avoid_the_folded_transpose(dtype
         assert "lhs_contracting_dims={0}" in hlo(plain)  # what autodiff leaves to XLA:CPU (the slow Eigen form)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_token_nll_value_and_gradient_equal_autodiffs_log_softmax(dtype):
+    """losses.token_nll's hand-written gradient is autodiff's through log_softmax + take_along_axis, under jit and
+    vmap, for float32 and bfloat16 logits (computed in float32 inside)."""
+    from ar_jax.models import losses
+
+    logits = (3 * jax.random.normal(jax.random.key(0), (2, 5, 7, 33))).astype(dtype)
+    tokens = jax.random.randint(jax.random.key(1), (2, 5, 7), 0, 33)
+    g = jax.random.normal(jax.random.key(2), (2, 5, 7))
+
+    def plain(x, t):
+        logp = jax.nn.log_softmax(x.astype(jnp.float32), axis=-1)
+        return -jnp.take_along_axis(logp, t[..., None], axis=-1)[..., 0]
+
+    got, want = jax.jit(losses.token_nll)(logits, tokens), plain(logits, tokens)
+    assert got.shape == tokens.shape and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(jax.vmap(losses.token_nll)(logits, tokens), want, rtol=1e-6, atol=1e-6)
+    grad = lambda f: jax.jit(jax.grad(lambda x: jnp.sum(f(x, tokens) * g)))(logits)
+    got_g, want_g = grad(losses.token_nll), grad(plain)
+    assert got_g.dtype == logits.dtype
+    np.testing.assert_allclose(got_g.astype(float), want_g.astype(float), rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(got_g.astype(float)).max()) > 0.1  # a gradient that could be wrong
+
+
 def test_long_sequences_take_the_blockwise_path_with_the_same_logits(monkeypatch):
     """A model longer than ATTENTION_BLOCK (here lowered to 8) gives the logits of full attention, causally."""
     import ar_jax.models.transformer as tr

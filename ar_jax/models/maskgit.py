@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ar_jax import processors as proc
+from ar_jax.models import losses
 from ar_jax.models.transformer import Transformer, TransformerConfig, init_params, param_logical_axes
 
 Array = jax.Array
@@ -114,8 +115,7 @@ class MaskGITConfig:
 
     def _masked_nll(self, params: Any, tokens: Array, labels: Array, mask: Array, rng: Array | None) -> Array:
         """NLL `[B, T]` of the tokens at `mask [B, T]` given the others (0 elsewhere)."""
-        logp = jax.nn.log_softmax(self.logits(params, jnp.where(mask, self.mask_id, tokens), labels, rng), -1)
-        nll = -jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
+        nll = losses.token_nll(self.logits(params, jnp.where(mask, self.mask_id, tokens), labels, rng), tokens)
         return jnp.where(mask, nll, 0.0)
 
     def generate(self, params: Any, labels: Any, rng: Array, **settings: Any) -> Array:

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ar_jax import axes
+from ar_jax.models import losses
 
 Array = jax.Array
 KINDS = ("pixelcnn", "gated")
@@ -80,8 +81,7 @@ class PixelCNNConfig:
 
     def token_nll(self, params: Any, tokens: Array, labels: Array, rng: Array | None = None) -> Array:
         """NLL in nats of each subpixel token `[B, H*W*C]` (dropout on when rng is given)."""
-        logp = jax.nn.log_softmax(self.logits(params, tokens, labels, rng), axis=-1)
-        return -jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
+        return losses.token_nll(self.logits(params, tokens, labels, rng), tokens)
 
     def generate(self, params: Any, labels: Any, rng: Array, *, prefix: Any = None, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, greedy: bool = False, cfg_scale: float = 1.0) -> Array:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from ar_jax import axes, kernels
+from ar_jax.models import losses
 
 Array = jax.Array
 Cache = dict[str, tuple[Array, ...]]
@@ -106,9 +107,7 @@ class TransformerConfig:
         """Teacher-forced NLL in nats of each image token `[B, T]` (dropout on when rng is given)."""
         logits, _ = Transformer(self).apply({"params": params}, tokens[:, :-1], labels, deterministic=rng is None,
                                             rngs=None if rng is None else {"dropout": rng})
-        logits = logits[:, self.cls_token_num - 1:]  # [B, T, V]: position C-1+j predicts token j
-        logp = jax.nn.log_softmax(logits, axis=-1)
-        return -jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
+        return losses.token_nll(logits[:, self.cls_token_num - 1:], tokens)  # position C-1+j predicts token j
 
     def generate(self, params: Any, labels: Any, rng: Array, **settings: Any) -> Array:
         """Sampled tokens `[B, seq_len]` (see `ar_jax.sampling.generate` for the settings)."""
