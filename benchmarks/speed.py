@@ -8,8 +8,10 @@ Random-initialised LlamaGen GPT-B shape (12 layers, 12 heads, dim 768, vocab 163
 in float32 unless --dtype says otherwise. Each figure is the median of --repeats timed runs after one warm-up
 run; the warm-up's extra time is reported as compile time. Generation first puts the weights in the layout
 decoding reads (`cfg.decoding(params)`, what `ar_jax.load`'s pipeline does once per model); that one-time move is
-reported apart too (`layout_s` in the JSON). LlamaGen's figures are from
-../shared/peers/llamagen.md (PyTorch 2.13 CPU, 2 threads, same machine kind); the ratio is theirs / ours.
+reported apart too (`layout_s` in the JSON). The LlamaGen column is the figure of ../shared/peers/llamagen.md
+(PyTorch 2.13 CPU, 2 threads, another machine of this kind, not this one); the ratio is that figure / ours. For a
+ratio measured here, in one sitting, run `benchmarks/versus_llamagen.py` (LlamaGen's own code, alternated with this
+script); the README shows how far the two differ on this box.
 The run also measures this machine (`machine`: memory read rate and float32 matmul rate) and prints a floor beside
 each figure: the time at those rates (every weight read once per generated token; XLA's FLOP count at the matmul
 rate). The floor is what the hardware allows, not what XLA:CPU's kernels reach: at 4-16 rows a product
@@ -201,13 +203,15 @@ def main() -> None:
               f"{machine['product_1rows_gb_s']:.1f} / {machine['product_2rows_gb_s']:.1f} / "
               f"{machine['product_16rows_gb_s']:.1f} GB/s with 1 / 2 / 16 rows")
     print(f"{'benchmark':16s} {'median s':>9s} {'compile s':>9s} {'tokens/s':>9s} {'images/s':>9s} "
-          f"{'peak GiB':>8s} {'floor s':>8s} {'LlamaGen s':>10s} {'speed-up':>8s}")
+          f"{'peak GiB':>8s} {'floor s':>8s} {'file s':>7s} {'vs file':>8s}")
     for r in rows:
         print(f"{r['name']:16s} {r['median_s']:9.2f} {r['compile_s']:9.1f} {r.get('tokens_per_s', float('nan')):9.1f} "
               f"{r.get('images_per_s', float('nan')):9.3f} {r['peak_rss_gib']:8.2f} {floor_s(r, machine):8.2f} "
-              f"{r['llamagen_s']:10.1f} {r['speedup_vs_llamagen']:7.1f}x")
+              f"{r['llamagen_s']:7.1f} {r['speedup_vs_llamagen']:7.1f}x")
     print("floor s: the time at this machine's measured rates: every weight read once a step for generation (or "
           "its FLOPs at the matmul rate, if more), XLA's FLOP count at the matmul rate for the others.")
+    print("file s: LlamaGen's figure in ../shared/peers/llamagen.md, measured on another machine; for a ratio taken "
+          "on this one, run benchmarks/versus_llamagen.py.")
 
 
 def floor_s(row: dict, machine: dict | None) -> float:
