@@ -25,26 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
-import time
+
+from timing import timed
 
 NAMES = ["generate_b1", "generate_b8", "train_step_b8", "vq_decode_b8"]
-
-
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """(median seconds, warm-up seconds minus median) of `fn()`."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    return med, max(first - med, 0.0)
 
 
 def gpt_b():

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from timing import timed
 
 LLAMAGEN_S = {"generate_b1": 23.9, "generate_b8": 74.5, "train_step_b8": 27.1, "vq_decode_b8": 35.3}
 NAMES = list(LLAMAGEN_S)
@@ -42,20 +42,6 @@ def gpt_b(dtype: str):
 
     return TransformerConfig(vocab_size=16384, seq_len=256, num_classes=1000, dim=768, num_layers=12, num_heads=12,
                              multiple_of=256, rope="2d", dtype=dtype)
-
-
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """(median seconds, warm-up seconds minus median) of `fn()`, which must block until done."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    return med, max(first - med, 0.0)
 
 
 def bench_machine(repeats: int) -> dict:
