@@ -1,7 +1,7 @@
 """LlamaGen's own PyTorch code on speed.py's four benchmarks, on this machine: the other side of the comparison.
 
     pip install torch numpy                    # any environment; torch is not an ar_jax dependency
-    git clone https://github.com/FoundationVision/LlamaGen /path/to/LlamaGen   # commit ce98ec4 was measured
+    git clone https://github.com/FoundationVision/LlamaGen /path/to/LlamaGen   # the README: see its speed section
     python benchmarks/llamagen_speed.py --llamagen /path/to/LlamaGen [--only generate_b1] [--json]
 
 What `../shared/peers/llamagen.md` describes, rerun here so a ratio can be taken on one machine in one sitting
