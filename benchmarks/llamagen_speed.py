@@ -25,10 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 
-from timing import timed
+from timing import each_in_own_process, timed
 
 NAMES = ["generate_b1", "generate_b8", "train_step_b8", "vq_decode_b8"]
 
@@ -121,15 +120,9 @@ def main() -> None:
     if args.only:
         rows = [run_one(args.only, args.repeats, args.threads)]
     else:
-        rows = []
-        for name in NAMES:
-            proc = subprocess.run([sys.executable, __file__, "--llamagen", args.llamagen, "--only", name, "--json",
-                                   "--repeats", str(args.repeats), "--threads", str(args.threads)],
-                                  capture_output=True, text=True)
-            if proc.returncode:
-                print(f"{name} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-                continue
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        rows = each_in_own_process(NAMES, lambda name: [
+            sys.executable, __file__, "--llamagen", args.llamagen, "--only", name, "--json", "--repeats",
+            str(args.repeats), "--threads", str(args.threads)])
     if args.json:
         for r in rows:
             print(json.dumps(r))

@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from timing import timed
+from timing import each_in_own_process, timed
 
 LLAMAGEN_S = {"generate_b1": 23.9, "generate_b8": 74.5, "train_step_b8": 27.1, "vq_decode_b8": 35.3}
 NAMES = list(LLAMAGEN_S)
@@ -167,14 +166,8 @@ def main() -> None:
     if args.only:
         rows = [run_one(args.only, args.dtype, args.repeats)]
     else:
-        rows = []
-        for name in [MACHINE] + NAMES:
-            proc = subprocess.run([sys.executable, __file__, "--only", name, "--json", "--dtype", args.dtype,
-                                   "--repeats", str(args.repeats)], capture_output=True, text=True)
-            if proc.returncode:
-                print(f"{name} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-                continue
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        rows = each_in_own_process([MACHINE] + NAMES, lambda name: [
+            sys.executable, __file__, "--only", name, "--json", "--dtype", args.dtype, "--repeats", str(args.repeats)])
     if args.json:
         for r in rows:
             print(json.dumps(r))

@@ -1,8 +1,12 @@
-"""Median of timed runs after a warm-up, shared by speed.py and llamagen_speed.py (which runs without JAX)."""
+"""What speed.py and llamagen_speed.py (which runs without JAX) share: the median after a warm-up, one process a
+benchmark."""
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,3 +24,16 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     return med, max(first - med, 0.0)
+
+
+def each_in_own_process(names: list[str], argv: Callable[[str], list[str]]) -> list[dict]:
+    """The last JSON line `argv(name)` prints, run in a fresh process for each name (so peak memory is its own);
+    a failure is reported with its stderr and left out."""
+    rows = []
+    for name in names:
+        proc = subprocess.run(argv(name), capture_output=True, text=True)
+        if proc.returncode:
+            print(f"{name} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return rows
