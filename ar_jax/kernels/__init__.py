@@ -1,4 +1,4 @@
-"""Native kernels for decoding on CPU, built on first use with the system's C++ compiler.
+"""Native kernels for decoding (and the VQ decoder's convolutions) on CPU, built on first use with the system's C++ compiler.
 
 XLA:CPU multiplies 2-16 rows (decoding's batch, doubled by CFG) by a weight far below the memory rate
 (`benchmarks/few_row_products.py`): its kernels read the weight once per row or pack it. `rows_gemv.cc` reads
@@ -6,8 +6,10 @@ each `[out, in]` weight row from memory once for all rows, in register tiles of 
 (AVX2/FMA through `-march=native`, OpenMP over the outputs), and is registered as an XLA FFI target.
 `decode_attention.cc` is one position's attention over the written part of a float32 or bfloat16 cache: XLA's version
 (`transformer.written_attention`) copies every cache block it reads before its small batched products.
+`winograd.cc` holds the two transforms of `ar_jax/tokenizers/winograd.py`'s 3x3 convolutions (XLA made one strided
+pass over the input for each of the 36 transformed planes).
 
-Both are built with `g++ -O3 -march=native -fopenmp` (a few seconds) into one library in `$XDG_CACHE_HOME/ar_jax`
+All are built with `g++ -O3 -march=native -fopenmp` (a few seconds) into one library in `$XDG_CACHE_HOME/ar_jax`
 (default `~/.cache/ar_jax`, or the temp folder if that is read-only), once per source, jaxlib and CPU;
 `AR_JAX_NATIVE_KERNELS=0` switches them off. Without a compiler, or if the build fails, decoding keeps XLA's own
 products and attention (one warning says why), so results never depend on them being there.
@@ -30,12 +32,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SOURCES = [Path(__file__).with_name(name) for name in ("rows_gemv.cc", "decode_attention.cc")]
+SOURCES = [Path(__file__).with_name(name) for name in ("rows_gemv.cc", "decode_attention.cc", "winograd.cc")]
 HEADER = Path(__file__).with_name("bfloat16.h")  # shared by both sources
 TARGET = "ar_jax_rows_gemv"
 BF16_TARGET = "ar_jax_rows_gemv_bf16"  # the same product with bfloat16 weights
 ATTENTION_TARGET = "ar_jax_decode_attention"
 ATTENTION_BF16_TARGET = "ar_jax_decode_attention_bf16"  # over a bfloat16 cache
+WINOGRAD_INPUT_TARGET, WINOGRAD_OUTPUT_TARGET = "ar_jax_winograd_input", "ar_jax_winograd_output"
 MAX_ROWS = 16  # beyond this XLA's own product is as fast
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,9 @@ def _load() -> bool:
         jax.ffi.register_ffi_target(ATTENTION_TARGET, jax.ffi.pycapsule(lib.ArJaxDecodeAttention), platform="cpu")
         jax.ffi.register_ffi_target(ATTENTION_BF16_TARGET, jax.ffi.pycapsule(lib.ArJaxDecodeAttentionBf16),
                                     platform="cpu")
+        jax.ffi.register_ffi_target(WINOGRAD_INPUT_TARGET, jax.ffi.pycapsule(lib.ArJaxWinogradInput), platform="cpu")
+        jax.ffi.register_ffi_target(WINOGRAD_OUTPUT_TARGET, jax.ffi.pycapsule(lib.ArJaxWinogradOutput),
+                                    platform="cpu")
         return True
     except Exception as e:  # noqa: BLE001  (any failure means: use XLA's products)
         log.warning("ar_jax: native decoding kernels unavailable (%s); decoding uses XLA's products.", e)
@@ -148,3 +154,26 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, length: jax.Array
     target = ATTENTION_BF16_TARGET if k.dtype == jnp.bfloat16 else ATTENTION_TARGET
     return jax.ffi.ffi_call(target, out, vmap_method="sequential")(q.astype(jnp.float32), k, v, length,
                                                                   scale=np.float32(scale))
+
+
+def winograd_usable(x: jax.Array) -> bool:
+    """Whether the Winograd transforms apply to `x [B, H, W, C]`: float32, one CPU device."""
+    return x.ndim == 4 and x.dtype == jnp.float32 and jax.default_backend() == "cpu" and jax.device_count() == 1 \
+        and available()
+
+
+def winograd_input(x: jax.Array) -> jax.Array:
+    """`x [B, H, W, C]` float32 -> `[36, B*ceil(H/4)*ceil(W/4), C]`: each 4x4 output tile's 6x6 input block
+    (zero-padded by one, 'same'), transformed as `B^T d B` (see `ar_jax/tokenizers/winograd.py`)."""
+    _require()
+    B, H, W, C = x.shape
+    out = jax.ShapeDtypeStruct((36, B * (-(-H // 4)) * (-(-W // 4)), C), jnp.float32)
+    return jax.ffi.ffi_call(WINOGRAD_INPUT_TARGET, out, vmap_method="sequential")(x)
+
+
+def winograd_output(m: jax.Array, bias: jax.Array, shape: tuple[int, int, int, int]) -> jax.Array:
+    """`m [36, P, D]` float32 (the tiles' products), `bias [D]` -> `y [B, H, W, D]` = `shape`: each tile's
+    `A^T m A` plus the bias, cropped to H x W."""
+    _require()
+    out = jax.ShapeDtypeStruct(shape, jnp.float32)
+    return jax.ffi.ffi_call(WINOGRAD_OUTPUT_TARGET, out, vmap_method="sequential")(m, bias.astype(jnp.float32))

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from ar_jax.compile_options import cpu_jit
+from ar_jax.tokenizers import winograd
 
 Array = jax.Array
 
@@ -76,9 +77,26 @@ class VQConfig:
             raise ValueError("codebook_size, codebook_embed_dim, ch, z_channels and num_res_blocks must be >= 1.")
 
 
+class Conv3x3(nn.Module):
+    """nn.Conv's 'same' 3x3 stride-1 convolution (same parameters, names and initialisers) through
+    `winograd.conv3x3`: a quarter of the multiplications on CPU, `lax.conv` elsewhere."""
+
+    features: int
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return winograd.conv3x3(x, kernel, bias)
+
+
 def _conv(cfg: VQConfig, features: int, kernel: int, name: str | None = None, stride: int = 1,
-          padding: Any = None) -> nn.Conv:
+          padding: Any = None) -> nn.Module:
     pad = kernel // 2 if padding is None else padding
+    if kernel == 3 and stride == 1 and pad == 1:
+        return Conv3x3(features, jnp.dtype(cfg.dtype), name=name)
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=pad, dtype=jnp.dtype(cfg.dtype),
                    name=name)
 
