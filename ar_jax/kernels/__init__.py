@@ -1,4 +1,4 @@
-"""Native kernels for decoding (and the VQ decoder's convolutions) on CPU, built on first use with the system's C++ compiler.
+"""Native CPU kernels for decoding and for the VQ decoder's convolutions, built on first use with the C++ compiler.
 
 XLA:CPU multiplies 2-16 rows (decoding's batch, doubled by CFG) by a weight far below the memory rate
 (`benchmarks/few_row_products.py`): its kernels read the weight once per row or pack it. `rows_gemv.cc` reads
