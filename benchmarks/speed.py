@@ -15,7 +15,9 @@ script); the README shows how far the two differ on this box.
 The run also measures this machine (`machine`: memory read rate and float32 matmul rate) and prints a floor beside
 each figure: the time at those rates (every weight read once per generated token; XLA's FLOP count at the matmul
 rate). The floor is what the hardware allows, not what XLA:CPU's kernels reach: at 4-16 rows a product
-runs far below the read rate (benchmarks/few_row_products.py).
+runs far below the read rate (benchmarks/few_row_products.py). The VQ decode's FLOP count is of what it runs: on CPU
+its 3x3 convolutions are Winograd's (`ar_jax/tokenizers/winograd.py`), whose products are a quarter of a direct
+convolution's arithmetic, and whose transforms (native kernels) XLA does not count.
 """
 
 from __future__ import annotations
