@@ -78,3 +78,18 @@ def test_transforms_reject_wrong_shapes():
         return
     with pytest.raises(Exception, match="winograd_output"):
         jax.jit(lambda m, b: kernels.winograd_output(m, b, (1, 4, 4, 3)))(jnp.ones((36, 2, 3)), jnp.ones(3))
+
+
+def test_batch_in_chunks_is_the_same_convolution(monkeypatch):
+    if not built():
+        return
+    x, k, b = draw((6, 8, 8, 16), 8, seed=5)
+    whole = jax.jit(lambda *a: winograd.conv3x3(*a))(x, k, b)
+    per_image = 36 * 4 * 16 * 4  # bytes of one image's transformed tiles
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 2 * per_image)
+    assert winograd.images_per_chunk(x.shape, 8) == 2
+    text = jax.jit(lambda *a: winograd.conv3x3(*a)).lower(x, k, b).as_text()
+    assert "while" in text  # lax.map over 3 chunks of 2 images
+    np.testing.assert_array_equal(jax.jit(lambda *a: winograd.conv3x3(*a))(x, k, b), whole)
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
+    assert winograd.images_per_chunk((7, 8, 8, 16), 8) == 1  # never less than one image
