@@ -12,7 +12,7 @@ pass over the input for each of the 36 transformed planes).
 All are built with `g++ -O3 -march=native -fopenmp` (a few seconds) into one library in `$XDG_CACHE_HOME/ar_jax`
 (default `~/.cache/ar_jax`, or the temp folder if that is read-only), once per source, jaxlib and CPU;
 `AR_JAX_NATIVE_KERNELS=0` switches them off. Without a compiler, or if the build fails, decoding keeps XLA's own
-products and attention (one warning says why), so results never depend on them being there.
+products and attention and the VQ model `lax.conv` (one warning says why), so results never depend on them.
 """
 
 from __future__ import annotations
