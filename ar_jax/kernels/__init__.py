@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 SOURCES = [Path(__file__).with_name(name) for name in ("rows_gemv.cc", "decode_attention.cc", "winograd.cc")]
-HEADER = Path(__file__).with_name("bfloat16.h")  # shared by both sources
+HEADER = Path(__file__).with_name("bfloat16.h")  # shared by rows_gemv.cc and decode_attention.cc
 TARGET = "ar_jax_rows_gemv"
 BF16_TARGET = "ar_jax_rows_gemv_bf16"  # the same product with bfloat16 weights
 ATTENTION_TARGET = "ar_jax_decode_attention"
@@ -101,7 +101,7 @@ def _load() -> bool:
                                     platform="cpu")
         return True
     except Exception as e:  # noqa: BLE001  (any failure means: use XLA's products)
-        log.warning("ar_jax: native decoding kernels unavailable (%s); decoding uses XLA's products.", e)
+        log.warning("ar_jax: native kernels unavailable (%s); decoding uses XLA's products, the VQ model lax.conv.", e)
         return False
 
 
