@@ -4,8 +4,9 @@
 
 One row per (resolution, channels) of LlamaGen's VQ-16 decoder (ch 128, ch_mult 1,1,2,2,4: 16x16 codes ->
 256x256): the median seconds of each after a warm-up, the two alternated so the machine's drift falls on both,
-their ratio, and Winograd's largest difference from the direct convolution relative to its largest output. Prints
-a table, then one JSON line.
+their ratio, and Winograd's largest difference from the direct convolution relative to its largest output. Both
+compile as the VQ model's functions do (`compile_options.cpu_jit`: Eigen, not YNNPACK, runs products and
+convolutions; the faster of the two for both here). Prints a table, then one JSON line.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from ar_jax.compile_options import cpu_jit
 from ar_jax.tokenizers import winograd
 
 SHAPES = [(256, 128), (128, 256), (64, 256), (32, 512), (16, 512)]  # (side, channels in = out)
@@ -30,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     if not winograd.applies(jnp.zeros((1, 1, 1, 1)), jnp.zeros((3, 3, 1, 1))):
         raise SystemExit("Winograd's path is off here (not a CPU, AR_JAX_NATIVE_KERNELS=0 or no C++ compiler).")
-    direct, wino = jax.jit(winograd.direct), jax.jit(winograd.conv3x3)
+    direct, wino = cpu_jit(winograd.direct), cpu_jit(winograd.conv3x3)
     rows = []
     for side, ch in SHAPES:
         kx, kk = jax.random.split(jax.random.key(side))

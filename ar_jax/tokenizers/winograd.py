@@ -52,7 +52,7 @@ def images_per_chunk(shape: tuple[int, ...], features: int) -> int:
     """The most images of `shape [B, H, W, C_in]` whose transformed blocks fit `CHUNK_BYTES` (at least one), among
     the divisors of B. The transformed tiles are 2.25x the input (and the products' output as much again), so a
     large batch goes in `lax.map` chunks to bound memory; chunks cost time (the VQ-16 decode at batch 8 in chunks
-    of 2 images: 12.3 / 12.0 s against 10.4 / 10.0 s whole), so the bound is set above that batch's 604 MB."""
+    of 2 images: 1.16x its time whole, `benchmarks/winograd_decode.py`), so the bound is above that batch's 604 MB."""
     B, H, W, C = shape
     per_image = 36 * -(-H // 4) * -(-W // 4) * max(C, features) * 4
     most = max(1, CHUNK_BYTES // per_image)
