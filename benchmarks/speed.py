@@ -45,6 +45,14 @@ def gpt_b(dtype: str):
                              multiple_of=256, rope="2d", dtype=dtype)
 
 
+def vq_16():
+    """LlamaGen's VQ-16 shape (16x16 codes -> 256x256 images), random-initialisable."""
+    from ar_jax.tokenizers import vq
+
+    return vq.VQConfig(codebook_size=16384, codebook_embed_dim=8, codebook_l2_norm=True, ch=128,
+                       ch_mult=(1, 1, 2, 2, 4), z_channels=256, num_res_blocks=2)
+
+
 def bench_machine(repeats: int) -> dict:
     """Read rate (a jitted sum over 1 GiB) and float32 matmul rate (jitted 4096^3, and NumPy's BLAS) here."""
     big = [jnp.ones((2**28,), jnp.float32)]
@@ -133,8 +141,7 @@ def bench_train(batch: int, dtype: str, repeats: int) -> dict:
 def bench_vq_decode(batch: int, dtype: str, repeats: int) -> dict:
     from ar_jax.tokenizers import vq
 
-    cfg = vq.VQConfig(codebook_size=16384, codebook_embed_dim=8, codebook_l2_norm=True, ch=128,
-                      ch_mult=(1, 1, 2, 2, 4), z_channels=256, num_res_blocks=2)
+    cfg = vq_16()
     params = vq.init_params(cfg, jax.random.key(0), image_size=256)
     codes = jnp.asarray(np.random.default_rng(0).integers(0, 16384, (batch, 16, 16)), jnp.int32)
     run = lambda: jax.block_until_ready(vq.decode_codes(params, cfg, codes))  # the library's compiled decode

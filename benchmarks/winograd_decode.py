@@ -20,6 +20,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from speed import vq_16
 
 from ar_jax.compile_options import EIGEN_CPU
 from ar_jax.tokenizers import vq, winograd
@@ -29,8 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
-    cfg = vq.VQConfig(codebook_size=16384, codebook_embed_dim=8, codebook_l2_norm=True, ch=128,
-                      ch_mult=(1, 1, 2, 2, 4), z_channels=256, num_res_blocks=2)
+    cfg = vq_16()
     params = vq.init_params(cfg, jax.random.key(0), image_size=256)
     codes = jnp.asarray(np.random.default_rng(0).integers(0, 16384, (8, 16, 16)), jnp.int32)
     per_image = 36 * 64 * 64 * 128 * 4  # bytes of one 256x256x128 image's transformed tiles
