@@ -67,10 +67,13 @@ def bench_machine(repeats: int) -> dict:
     np_s, _ = timed(lambda: an @ an, repeats)
     out = {"median_s": mm_s, "compile_s": 0.0, "read_gb_s": 2**30 / read_s / 1e9,
            "matmul_gflop_s": 2 * n**3 / mm_s / 1e9, "numpy_matmul_gflop_s": 2 * n**3 / np_s / 1e9}
+    from ar_jax import kernels
     from ar_jax.models.transformer import project
 
-    weights = [jnp.full((16384, 768), i, jnp.float32) for i in range(8)]  # 403 MB, [out, in] as decoding reads them
-    products = jax.jit(lambda x, ws: [project(x, w, out_in=True) for w in ws])
+    layout = "panels" if kernels.available() else "out_in"  # as decoding reads the weights here (decode_layout)
+    shape = (1024, 768, 16) if layout == "panels" else (16384, 768)  # 403 MB in all
+    weights = [jnp.full(shape, i, jnp.float32) for i in range(8)]
+    products = jax.jit(lambda x, ws: [project(x, w, layout=layout, out=(16384,)) for w in ws])
     for rows in (1, 2, 16):
         x = jnp.ones((rows, 768), jnp.float32)
         s, _ = timed(lambda x=x: jax.block_until_ready(products(x, weights)), repeats)

@@ -22,42 +22,66 @@ def built() -> bool:
     return True
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 12, 13, 16])
+def gemv(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """`kernels.rows_gemv` of `w [O, I]` (made into panels) and `x [R, I]`, jitted."""
+    w = jnp.asarray(w)
+    return np.asarray(jax.jit(kernels.rows_gemv, static_argnums=2)(kernels.to_panels(w), jnp.asarray(x), w.shape[0]))
+
+
+def test_panels_round_trip():
+    w = jnp.arange(37 * 5, dtype=jnp.float32).reshape(37, 5)
+    p = kernels.to_panels(w)
+    assert p.shape == (3, 5, 16) and float(p[1, 2, 3]) == float(w[19, 2]) and not p[2, :, 5:].any()  # zero padding
+    np.testing.assert_array_equal(kernels.from_panels(p, 37), w)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 12, 13, 16, 17, 40])
 def test_rows_gemv_matches_numpy(rows):
     if not built():
         return
     rng = np.random.default_rng(rows)
-    # 77 inputs: 9 vector steps and a 5-element tail; 203 outputs: blocks of 32, pairs, a last single output
-    for outs, ins in [(203, 77), (1, 5), (67, 16)]:
+    # 203 outputs: 12 panels and a partial one; 17 and 40 rows: chunks of 16 and a partial one
+    for outs, ins in [(203, 77), (1, 5), (67, 16), (64, 3)]:
         w = rng.standard_normal((outs, ins), dtype=np.float32)
         x = rng.standard_normal((rows, ins), dtype=np.float32)
-        got = np.asarray(jax.jit(kernels.rows_gemv)(jnp.asarray(w), jnp.asarray(x)))
-        np.testing.assert_allclose(got, x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(gemv(w, x), x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-5, atol=1e-5)
 
 
 def test_rows_gemv_of_empty_shapes():
     if not built():
         return
-    w = jnp.ones((203, 77), jnp.bfloat16)
-    assert jax.jit(kernels.rows_gemv)(w, jnp.ones((0, 77), jnp.float32)).shape == (0, 203)
-    got = jax.jit(kernels.rows_gemv)(jnp.ones((9, 0), jnp.float32), jnp.ones((3, 0), jnp.float32))
-    np.testing.assert_array_equal(got, np.zeros((3, 9), np.float32))
+    assert gemv(np.ones((203, 77), np.float32), np.ones((0, 77), np.float32)).shape == (0, 203)
+    np.testing.assert_array_equal(gemv(np.ones((9, 0), np.float32), np.ones((3, 0), np.float32)),
+                                  np.zeros((3, 9), np.float32))
+    with pytest.raises(ValueError, match="cannot hold out=30"):
+        kernels.rows_gemv(kernels.to_panels(jnp.ones((48, 4))), jnp.ones((2, 4)), 30)  # 3 panels hold 33-48
 
 
-def test_projection_takes_the_kernel_for_2_to_16_rows_only(monkeypatch):
-    w = jnp.asarray(np.random.default_rng(0).standard_normal((48, 32), dtype=np.float32))  # [out, in]
-    x = jnp.asarray(np.random.default_rng(1).standard_normal((17, 32), dtype=np.float32))
-    text = lambda rows: jax.jit(lambda x: project(x, w, out_in=True)).lower(x[:rows]).as_text()
-    on = kernels.available()
-    assert all((kernels.TARGET in text(rows)) == on for rows in (2, 3, 16))
-    assert kernels.TARGET not in text(1)  # one row: XLA's matrix-vector product is as fast
-    assert kernels.TARGET not in text(17)  # more rows: XLA's packed product is as fast
-    x = x[:16]
-    want = np.asarray(x) @ np.asarray(w).T
-    np.testing.assert_allclose(jax.jit(lambda x: project(x, w, out_in=True))(x), want, rtol=1e-5, atol=1e-5)
+def test_projection_takes_the_kernel_in_the_panels_layout(monkeypatch):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 4, 40), dtype=np.float32)  # [*in, *out], n_in=2
+    x = jnp.asarray(rng.standard_normal((17, 2, 3, 4), dtype=np.float32))
+    panels = kernels.to_panels(jnp.asarray(w.reshape(12, 40).T))
+    run = jax.jit(lambda x: project(x, panels, n_in=2, layout="panels", out=(5, 8)))
+    want = (np.asarray(x).reshape(34, 12) @ w.reshape(12, 40)).reshape(17, 2, 5, 8)
+    assert (kernels.TARGET in run.lower(x).as_text()) == kernels.available()
+    np.testing.assert_allclose(run(x), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(project(x, jnp.asarray(w).reshape(3, 4, 5, 8), n_in=2), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="needs `out`"):
+        project(x, panels, n_in=2, layout="panels")
+    monkeypatch.setenv("AR_JAX_NATIVE_KERNELS", "0")  # the layout kept, the kernels gone: XLA's product
+    run = jax.jit(lambda x: project(x, panels, n_in=2, layout="panels", out=(5, 8)))
+    assert not kernels.available() and kernels.TARGET not in run.lower(x).as_text()
+    np.testing.assert_allclose(run(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_decoding_layout_follows_the_kernels(monkeypatch):
+    cfg, params = make_test_model()
+    assert cfg.decoding(params)[0].weight_layout == ("panels" if kernels.available() else "out_in")
     monkeypatch.setenv("AR_JAX_NATIVE_KERNELS", "0")
-    assert not kernels.available() and kernels.TARGET not in text(3)
-    np.testing.assert_allclose(jax.jit(lambda x: project(x, w, out_in=True))(x), want, rtol=1e-5, atol=1e-5)
+    assert cfg.decoding(params)[0].weight_layout == "out_in"
+    with pytest.raises(ValueError, match="weight_layout='rows'"):
+        cfg.replace(weight_layout="rows").validate()
 
 
 @pytest.mark.parametrize("labels", [[1], [1, 0, 2, 1, 2, 0, 2]])
@@ -79,7 +103,7 @@ def test_switched_off_kernel_gives_the_same_sampling_logits(monkeypatch, labels)
 @pytest.mark.parametrize("G,length", [(1, 1), (1, 9), (2, 13), (3, 16)])
 def test_decode_attention_matches_cached_attention(G, length):
     if not built():
-        return  # test_projection_takes_the_kernel_for_2_to_16_rows_only checks the fallback
+        return  # test_projection_takes_the_kernel_in_the_panels_layout checks the fallback
     B, KV, M, D = 2, 2, 16, 12  # 12 lanes: vector steps and a tail
     q = jax.random.normal(jax.random.key(0), (B, KV, G, D))
     k, v = (jax.random.normal(jax.random.key(i), (B, KV, M, D)) for i in (1, 2))
@@ -91,19 +115,20 @@ def test_decode_attention_matches_cached_attention(G, length):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 16])
+@pytest.mark.parametrize("rows", [1, 2, 16, 19])
 def test_rows_gemv_reads_bfloat16_weights(rows):
     if not built():
-        return  # test_projection_takes_the_kernel_for_2_to_16_rows_only checks the fallback
+        return  # test_projection_takes_the_kernel_in_the_panels_layout checks the fallback
     rng = np.random.default_rng(rows)
-    w = jnp.asarray(rng.standard_normal((203, 77), dtype=np.float32)).astype(jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((203, 77), dtype=np.float32)).astype(jnp.bfloat16)  # [O, I]
     x = jnp.asarray(rng.standard_normal((rows, 77), dtype=np.float32)).astype(jnp.bfloat16)
-    got = jax.jit(kernels.rows_gemv)(w, x)
-    assert got.dtype == jnp.float32
+    panels = kernels.to_panels(w)
+    assert panels.dtype == jnp.bfloat16
+    run = jax.jit(lambda x: project(x, panels, layout="panels", out=(203,), out_dtype=jnp.float32))
+    got = run(x)
+    assert got.dtype == jnp.float32 and kernels.BF16_TARGET in run.lower(x).as_text()
     want = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T  # the bfloat16 values, summed exactly
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    text = jax.jit(lambda x: project(x, w, out_in=True)).lower(x).as_text()
-    assert kernels.BF16_TARGET in text  # bfloat16 weights take it from one row on
 
 
 def test_decode_attention_reads_a_bfloat16_cache():
@@ -122,4 +147,4 @@ def test_decode_attention_reads_a_bfloat16_cache():
 def test_calling_a_switched_off_kernel_says_so(monkeypatch):
     monkeypatch.setenv("AR_JAX_NATIVE_KERNELS", "0")
     with pytest.raises(RuntimeError, match="AR_JAX_NATIVE_KERNELS=0.*usable"):
-        kernels.rows_gemv(jnp.ones((4, 3)), jnp.ones((2, 3)))
+        kernels.rows_gemv(jnp.ones((1, 3, 16)), jnp.ones((2, 3)), 16)

@@ -15,6 +15,7 @@ from ar_jax.models.transformer import (
     init_params,
     rope_table,
     to_out_in,
+    to_panels,
     written_attention,
 )
 from tests.conftest import make_test_model
@@ -47,19 +48,23 @@ def test_cache_logits_equal_teacher_forcing(overrides):
     assert float(jnp.abs(tf).max()) > 0.1  # logits are not trivially zero
 
 
-@pytest.mark.parametrize("kv_heads", [4, 2])
-def test_decode_layout_gives_the_same_logits(kv_heads):
-    """`out_in` weights (what sampling uses on CPU), through the cache and in teacher forcing."""
+@pytest.mark.parametrize("layout,kv_heads", [("out_in", 4), ("out_in", 2), ("panels", 4), ("panels", 2)])
+def test_decode_layout_gives_the_same_logits(layout, kv_heads):
+    """The CPU decode layouts' weights, through the cache and in teacher forcing (prefill rows: more than 16)."""
     cfg, params = make_test_model(num_kv_heads=kv_heads)
-    tokens = jax.random.randint(jax.random.key(4), (2, cfg.seq_len), 0, cfg.vocab_size)
-    labels = jnp.array([2, 0])
+    tokens = jax.random.randint(jax.random.key(4), (3, cfg.seq_len), 0, cfg.vocab_size)
+    labels = jnp.array([2, 0, 1])
     tf, _ = Transformer(cfg).apply({"params": params}, tokens[:, :-1], labels)
-    moved = to_out_in(params)
-    assert moved["layers_0"]["attention"]["wo"].shape == (cfg.dim, cfg.num_heads, cfg.head_dim)
-    assert moved["output"].shape == (cfg.vocab_size, cfg.dim)
-    tf_t, _ = Transformer(cfg.replace(out_in=True)).apply({"params": moved}, tokens[:, :-1], labels)
+    moved = (to_out_in if layout == "out_in" else to_panels)(params)
+    wo, out = moved["layers_0"]["attention"]["wo"], moved["output"]
+    if layout == "out_in":
+        assert wo.shape == (cfg.dim, cfg.num_heads, cfg.head_dim) and out.shape == (cfg.vocab_size, cfg.dim)
+    else:
+        assert wo.shape == (-(-cfg.dim // 16), cfg.dim, 16) and out.shape == (-(-cfg.vocab_size // 16), cfg.dim, 16)
+    dec = cfg.replace(weight_layout=layout)
+    tf_t, _ = Transformer(dec).apply({"params": moved}, tokens[:, :-1], labels)
     np.testing.assert_allclose(tf_t, tf, atol=1e-5)
-    kv = cached_logits(cfg.replace(out_in=True), moved, tokens, labels)
+    kv = cached_logits(dec, moved, tokens, labels)
     np.testing.assert_allclose(kv, tf[:, cfg.cls_token_num - 1:], atol=1e-5)
 
 
@@ -128,7 +133,7 @@ def test_decoding_through_the_attention_kernel_equals_teacher_forcing():
 
 
 def test_bfloat16_decoding_through_the_kernels_matches_xla(monkeypatch):
-    """A bfloat16 model decoded with `[out, in]` weights: the native kernels' logits are XLA's, to bfloat16 rounding."""
+    """A bfloat16 model in the decode layout: the native kernels' logits are XLA's, to bfloat16 rounding."""
     from ar_jax import kernels
 
     cfg, params = make_test_model(num_kv_heads=2, rope="1d", seq_len=15, dtype="bfloat16")

@@ -1,9 +1,10 @@
 """Native CPU kernels for decoding and for the VQ decoder's convolutions, built on first use with the C++ compiler.
 
-XLA:CPU multiplies 2-16 rows (decoding's batch, doubled by CFG) by a weight far below the memory rate
+XLA:CPU multiplies decoding's few rows (batch, doubled by CFG) by a weight far below the memory rate
 (`benchmarks/few_row_products.py`): its kernels read the weight once per row or pack it. `rows_gemv.cc` reads
-each `[out, in]` weight row from memory once for all rows, in register tiles of 2 outputs x up to 6 rows
-(AVX2/FMA through `-march=native`, OpenMP over the outputs), and is registered as an XLA FFI target.
+each weight once for 16 rows from a layout made for it, panels of 16 outputs (`to_panels`: `[ceil(O/16), I, 16]`,
+one sequential stream a panel), in register tiles of 16 outputs x up to 6 rows (AVX2/FMA through
+`-march=native`, OpenMP over the panels), and is registered as an XLA FFI target.
 `decode_attention.cc` is one position's attention over the written part of a float32 or bfloat16 cache: XLA's version
 (`transformer.written_attention`) copies every cache block it reads before its small batched products.
 `winograd.cc` holds the two transforms of `ar_jax/tokenizers/winograd.py`'s 3x3 convolutions (XLA made one strided
@@ -39,7 +40,7 @@ BF16_TARGET = "ar_jax_rows_gemv_bf16"  # the same product with bfloat16 weights
 ATTENTION_TARGET = "ar_jax_decode_attention"
 ATTENTION_BF16_TARGET = "ar_jax_decode_attention_bf16"  # over a bfloat16 cache
 WINOGRAD_INPUT_TARGET, WINOGRAD_OUTPUT_TARGET = "ar_jax_winograd_input", "ar_jax_winograd_output"
-MAX_ROWS = 16  # beyond this XLA's own product is as fast
+PANEL = 16  # outputs a panel of `to_panels`
 log = logging.getLogger(__name__)
 
 
@@ -120,21 +121,37 @@ def _require() -> None:
                            "`kernels.usable(...)` / `kernels.attention_usable(...)` first, as `transformer` does.")
 
 
+def to_panels(w: jax.Array) -> jax.Array:
+    """`w [O, I]` -> `[ceil(O/16), I, 16]`: panel p holds outputs 16p..16p+15 input by input (the last one padded
+    with zeros), the layout `rows_gemv` reads as one stream."""
+    outs, ins = w.shape
+    panels = -(-outs // PANEL)
+    w = jnp.pad(w, ((0, panels * PANEL - outs), (0, 0)))
+    return w.reshape(panels, PANEL, ins).transpose(0, 2, 1)
+
+
+def from_panels(w: jax.Array, out: int) -> jax.Array:
+    """`to_panels`' inverse: `[ceil(O/16), I, 16]` -> `w [O, I]`, O = `out`."""
+    return w.transpose(0, 2, 1).reshape(-1, w.shape[1])[:out]
+
+
 def usable(w: jax.Array, x: jax.Array) -> bool:
-    """Whether `rows_gemv(w, x)` applies: float32 or bfloat16 `w [O, I]` and `x [R, I]`, R <= MAX_ROWS, one CPU
+    """Whether `rows_gemv(w, x, out)` applies: float32 or bfloat16 panels `w [P, I, 16]`, `x [R, I]`, one CPU
     device."""
     floats = (jnp.float32, jnp.bfloat16)
-    return (x.ndim == w.ndim == 2 and x.shape[0] <= MAX_ROWS and w.dtype in floats and x.dtype in floats
+    return (x.ndim == 2 and w.ndim == 3 and w.shape[2] == PANEL and w.dtype in floats and x.dtype in floats
             and jax.default_backend() == "cpu" and jax.device_count() == 1 and available())
 
 
-def rows_gemv(w: jax.Array, x: jax.Array) -> jax.Array:
-    """`x [R, I] @ w[O, I].T` -> `[R, O]` float32 by the native kernel (where `usable(w, x)`), summed in float32
-    (bfloat16 weights and rows are widened exactly)."""
+def rows_gemv(w: jax.Array, x: jax.Array, out: int) -> jax.Array:
+    """`x [R, I] @ W.T` -> `[R, out]` float32, for `w = to_panels(W [out, I])`, by the native kernel (where
+    `usable(w, x)`), summed in float32 (bfloat16 weights and rows are widened exactly)."""
     _require()
-    out = jax.ShapeDtypeStruct((x.shape[0], w.shape[0]), jnp.float32)
+    if -(-out // PANEL) != w.shape[0]:
+        raise ValueError(f"rows_gemv: {w.shape[0]} panels of {PANEL} cannot hold out={out} outputs.")
+    shape = jax.ShapeDtypeStruct((x.shape[0], out), jnp.float32)
     target = BF16_TARGET if w.dtype == jnp.bfloat16 else TARGET
-    return jax.ffi.ffi_call(target, out, vmap_method="sequential")(w, x.astype(jnp.float32))  # vmap: one call each
+    return jax.ffi.ffi_call(target, shape, vmap_method="sequential")(w, x.astype(jnp.float32))  # vmap: one each
 
 
 def attention_usable(q: jax.Array, k: jax.Array, v: jax.Array) -> bool:

@@ -1,14 +1,16 @@
-// y[r, o] = sum_i w[o, i] * x[r, i] for a few rows r (decoding: batch, or 2 x batch with CFG); w [O, I] float32
-// or bfloat16 (widened to float32 as it is read: half the bytes from memory), x and y float32.
-// One pass over w from memory serves every row. Register tiles of 2 outputs x up to 6 rows (12 accumulators of 8
-// lanes; the row vector pinned to a register, so each weight vector is loaded once a tile); the rows are split into
-// near-equal tiles. Outputs go in blocks (about 128 KB of weights) that stay in L2 while every row tile passes over
-// them; while one block's tiles run, the next block is prefetched into the cache in even portions, one a tile, so
-// memory is read all the time the arithmetic runs, not only during the first row tile (the first block: the next
-// output pair's rows, prefetched during its first tile).
+// y[r, o] = sum_i w[o, i] * x[r, i] for decoding's few rows (batch, or 2 x batch with CFG), any number of them.
+// w comes in panels of 16 outputs, [ceil(O/16), I, 16] (`kernels.to_panels`), float32 or bfloat16 (widened to
+// float32 as it is read: half the bytes from memory); x and y are float32. A panel is one sequential stream (64
+// bytes an input in float32), multiplied in register tiles of 16 outputs x up to 6 rows: 12 accumulators of 8
+// lanes, two weight vectors and one broadcast row value an input, no horizontal sums. Rows go in chunks of 16,
+// each chunk transposed once ([I, 16]) so the broadcasts read one contiguous line; a panel serves every row tile
+// of a chunk from L1/L2, and meanwhile the next panel is prefetched in even portions, so memory is read all the
+// time the arithmetic runs. OpenMP splits the panels between the cores.
 #include <immintrin.h>
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <vector>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -17,92 +19,85 @@
 
 namespace ffi = xla::ffi;
 
-constexpr int64_t NO = 2;      // outputs a tile
-constexpr int64_t NR = 6;      // most rows a tile
-constexpr int64_t BLOCK_BYTES = 128 << 10;  // weight bytes a block: two blocks and a row tile fit in L2
-constexpr int64_t MAX_BLOCK = 64;           // most outputs a block
+constexpr int64_t PANEL = 16;  // outputs a panel (two vectors of 8 lanes)
+constexpr int64_t NR = 6;      // most rows a register tile
+constexpr int64_t CHUNK = 16;  // rows transposed and run together
 
-static inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_hadd_ps(s, s);
-  s = _mm_hadd_ps(s, s);
-  return _mm_cvtss_f32(s);
+static inline void load16(const float* p, __m256& a, __m256& b) {
+  a = _mm256_loadu_ps(p);
+  b = _mm256_loadu_ps(p + 8);
+}
+static inline void load16(const uint16_t* p, __m256& a, __m256& b) {  // 16 bfloat16 -> two float32 vectors
+  a = load8(p);
+  b = load8(p + 8);
 }
 
-template <typename W, int B, int R>
-static void tile(const W* w, const float* x, float* y, int64_t O, int64_t I, int64_t o, int64_t r0, bool pf,
-                 const char* ahead, int64_t lines) {
-  __m256 acc[B][R];
-  for (int b = 0; b < B; ++b)
-    for (int r = 0; r < R; ++r) acc[b][r] = _mm256_setzero_ps();
-  const W* wo = w + o * I;
-  const float* xr = x + r0 * I;
-  int64_t i = 0;
-  for (int64_t k = 0; i + 8 <= I; i += 8, ++k) {
-    if (k < lines) _mm_prefetch(ahead + 64 * k, _MM_HINT_T1);
-    __m256 wv[B];
-    for (int b = 0; b < B; ++b) wv[b] = load8(wo + b * I + i);
-    if (pf)
-      for (int b = 0; b < B; ++b) _mm_prefetch(reinterpret_cast<const char*>(wo + (B + b) * I + i), _MM_HINT_T0);
-    for (int r = 0; r < R; ++r) {
-      __m256 xv = _mm256_loadu_ps(xr + r * I + i);
-      asm volatile("" : "+x"(xv));  // keep the row vector in a register (not reloaded for every output)
-      for (int b = 0; b < B; ++b) acc[b][r] = _mm256_fmadd_ps(wv[b], xv, acc[b][r]);
-    }
+static inline void store16(float* y, __m256 a, __m256 b, int64_t valid) {
+  if (valid == PANEL) {
+    _mm256_storeu_ps(y, a);
+    _mm256_storeu_ps(y + 8, b);
+  } else {  // the last panel of an O that is not a multiple of 16
+    alignas(32) float tmp[PANEL];
+    _mm256_store_ps(tmp, a);
+    _mm256_store_ps(tmp + 8, b);
+    std::memcpy(y, tmp, sizeof(float) * valid);
   }
-  for (int b = 0; b < B; ++b)
-    for (int r = 0; r < R; ++r) {
-      float t = hsum(acc[b][r]);
-      for (int64_t j = i; j < I; ++j) t += widen(wo[b * I + j]) * xr[r * I + j];
-      y[(r0 + r) * O + o + b] = t;
-    }
 }
 
-template <typename W, int B>
-static void rows(const W* w, const float* x, float* y, int64_t O, int64_t I, int64_t o, int64_t r0, int64_t n,
-                 bool pf, const char* ahead, int64_t lines) {
-  switch (n) {
-    case 1: tile<W, B, 1>(w, x, y, O, I, o, r0, pf, ahead, lines); break;
-    case 2: tile<W, B, 2>(w, x, y, O, I, o, r0, pf, ahead, lines); break;
-    case 3: tile<W, B, 3>(w, x, y, O, I, o, r0, pf, ahead, lines); break;
-    case 4: tile<W, B, 4>(w, x, y, O, I, o, r0, pf, ahead, lines); break;
-    case 5: tile<W, B, 5>(w, x, y, O, I, o, r0, pf, ahead, lines); break;
-    default: tile<W, B, 6>(w, x, y, O, I, o, r0, pf, ahead, lines); break;
+// Named accumulators, not an array: GCC kept an array of vectors on the stack, storing it every step.
+#define ACC(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
+#define STEP(r)                                                   \
+  if constexpr (R > r) {                                          \
+    __m256 xb = _mm256_broadcast_ss(xi + r);                      \
+    c##r##0 = _mm256_fmadd_ps(w0, xb, c##r##0);                   \
+    c##r##1 = _mm256_fmadd_ps(w1, xb, c##r##1);                   \
   }
+#define STORE(r) \
+  if constexpr (R > r) store16(y + r * O, c##r##0, c##r##1, valid);
+
+// R rows (xt: [I, CHUNK] transposed rows, from the tile's first) by one panel wp [I, 16] -> y [R, O] from the
+// panel's first output; prefetches `lines` cache lines from `ahead`, evenly over the I steps.
+template <typename W, int R>
+static void tile(const W* wp, const float* xt, float* y, int64_t O, int64_t I, int64_t valid, const char* ahead,
+                 int64_t lines) {
+  ACC(0) ACC(1) ACC(2) ACC(3) ACC(4) ACC(5)
+  const float* xi = xt;
+  int64_t due = 0;
+  for (int64_t i = 0; i < I; ++i, xi += CHUNK) {
+    due += lines;
+    if (due >= I) {
+      _mm_prefetch(ahead, _MM_HINT_T0);
+      ahead += 64;
+      due -= I;
+    }
+    __m256 w0, w1;
+    load16(wp + PANEL * i, w0, w1);
+    STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5)
+  }
+  STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5)
 }
 
 template <typename W>
-static void span(const W* w, const float* x, float* y, int64_t O, int64_t I, int64_t R, int64_t o0, int64_t o1) {
-  int64_t tiles = (R + NR - 1) / NR;
-  int64_t block = std::clamp<int64_t>(BLOCK_BYTES / (I * int64_t(sizeof(W))) / NO * NO, NO, MAX_BLOCK);
-  for (int64_t ob = o0; ob < o1; ob += block) {
-    int64_t oe = std::min(o1, ob + block), r0 = 0;
-    const char* ahead = reinterpret_cast<const char*>(w + oe * I);  // the next block, read during this one
-    int64_t left = ((std::min(o1, oe + block) - oe) * I * int64_t(sizeof(W)) + 63) / 64;
-    int64_t calls = tiles * ((oe - ob + NO - 1) / NO), per = (left + calls - 1) / calls;
-    for (int64_t t = 0; t < tiles; ++t) {
-      int64_t n = (R - r0) / (tiles - t);
-      for (int64_t o = ob; o < oe; o += NO) {
-        int64_t lines = std::min({per, left, I / 8});
-        if (o + NO <= oe)
-          rows<W, NO>(w, x, y, O, I, o, r0, n, ob == o0 && t == 0 && o + 2 * NO <= oe, ahead, lines);
-        else
-          rows<W, 1>(w, x, y, O, I, o, r0, n, false, ahead, lines);
-        ahead += 64 * lines;
-        left -= lines;
-      }
-      r0 += n;
-    }
+static void rows(const W* wp, const float* xt, float* y, int64_t O, int64_t I, int64_t n, int64_t valid,
+                 const char* ahead, int64_t lines) {
+  switch (n) {
+    case 1: tile<W, 1>(wp, xt, y, O, I, valid, ahead, lines); break;
+    case 2: tile<W, 2>(wp, xt, y, O, I, valid, ahead, lines); break;
+    case 3: tile<W, 3>(wp, xt, y, O, I, valid, ahead, lines); break;
+    case 4: tile<W, 4>(wp, xt, y, O, I, valid, ahead, lines); break;
+    case 5: tile<W, 5>(wp, xt, y, O, I, valid, ahead, lines); break;
+    default: tile<W, 6>(wp, xt, y, O, I, valid, ahead, lines); break;
   }
 }
 
 template <typename W>
 static void run(const W* w, const float* x, float* y, int64_t O, int64_t I, int64_t R) {
   if (R == 0 || O == 0) return;
-  if (I == 0) {  // empty sums (and no block size to derive from I)
+  if (I == 0) {  // empty sums
     std::fill(y, y + R * O, 0.0f);
     return;
   }
+  const int64_t panels = (O + PANEL - 1) / PANEL, panel_bytes = I * PANEL * int64_t(sizeof(W));
   // Every core this process may use (as XLA's own pool does), whatever OMP_NUM_THREADS says.
 #ifdef _OPENMP
 #pragma omp parallel num_threads(omp_get_num_procs())
@@ -113,18 +108,39 @@ static void run(const W* w, const float* x, float* y, int64_t O, int64_t I, int6
 #else
     int64_t n = 1, t = 0;
 #endif
-    int64_t pairs = (O + NO - 1) / NO, per = (pairs + n - 1) / n;
-    int64_t o0 = std::min(O, t * per * NO), o1 = std::min(O, o0 + per * NO);
-    if (o0 < o1) span(w, x, y, O, I, R, o0, o1);
+    int64_t per = (panels + n - 1) / n, p0 = std::min(panels, t * per), p1 = std::min(panels, p0 + per);
+    std::vector<float> xt(I * CHUNK);
+    for (int64_t c0 = 0; c0 < R && p0 < p1; c0 += CHUNK) {
+      int64_t rc = std::min(CHUNK, R - c0), tiles = (rc + NR - 1) / NR;
+      for (int64_t i = 0; i < I; ++i)
+        for (int64_t r = 0; r < rc; ++r) xt[i * CHUNK + r] = x[(c0 + r) * I + i];
+      for (int64_t p = p0; p < p1; ++p) {
+        const W* wp = w + p * I * PANEL;
+        int64_t valid = std::min(PANEL, O - p * PANEL);
+        // The next panel this thread reads (this chunk's next, or the next chunk's first), spread over the tiles.
+        int64_t q = p + 1 < p1 ? p + 1 : p0;
+        const char* ahead = reinterpret_cast<const char*>(w + q * I * PANEL);
+        int64_t left = (p + 1 < p1 || c0 + CHUNK < R) ? (panel_bytes + 63) / 64 : 0, r0 = 0;
+        for (int64_t k = 0; k < tiles; ++k) {
+          int64_t m = (rc - r0) / (tiles - k), lines = left / (tiles - k);
+          rows(wp, xt.data() + r0, y + (c0 + r0) * O + p * PANEL, O, I, m, valid, ahead, lines);
+          ahead += 64 * lines;
+          left -= lines;
+          r0 += m;
+        }
+      }
+    }
   }
 }
 
 template <typename W, ffi::DataType T>
 static ffi::Error Impl(ffi::Buffer<T> w, ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y) {
-  auto wd = w.dimensions(), xd = x.dimensions();
-  if (wd.size() != 2 || xd.size() != 2 || wd[1] != xd[1])
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "rows_gemv: w [O, I] and x [R, I] expected");
-  run(reinterpret_cast<const W*>(w.untyped_data()), x.typed_data(), y->typed_data(), wd[0], wd[1], xd[0]);
+  auto wd = w.dimensions(), xd = x.dimensions(), yd = y->dimensions();
+  if (wd.size() != 3 || xd.size() != 2 || yd.size() != 2 || wd[2] != PANEL || wd[1] != xd[1] || yd[0] != xd[0] ||
+      (yd[1] + PANEL - 1) / PANEL != wd[0])
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "rows_gemv: w [ceil(O/16), I, 16], x [R, I] and y [R, O] expected");
+  run(reinterpret_cast<const W*>(w.untyped_data()), x.typed_data(), y->typed_data(), yd[1], wd[1], xd[0]);
   return ffi::Error::Success();
 }
 

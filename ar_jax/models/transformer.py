@@ -31,6 +31,9 @@ Cache = dict[str, tuple[Array, ...]]
 CACHED_QUERY_MAX = 8  # calls on a cache with at most this many new positions use `cached_attention`
 WRITTEN_BLOCK = 64  # one-position decoding over a longer cache reads it in blocks of this many, up to the last written
 ATTENTION_BLOCK = 128  # causal attention without a cache over more positions than this runs in query blocks
+# Projection weight layouts: "in_out" `[*in, *out]` (training, every backend); the CPU decode variants (`project`):
+# "out_in" `[*out, *in]` (`to_out_in`) and "panels" `[ceil(O/16), I, 16]` for the native kernel (`to_panels`).
+LAYOUTS = ("in_out", "out_in", "panels")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +61,7 @@ class TransformerConfig:
     attn_dropout: float = 0.0
     causal: bool = True  # False: bidirectional (MaskGIT)
     dtype: str = "float32"  # compute dtype; parameters stay float32, logits are float32
-    out_in: bool = False  # decode variant: projection weights stored [out..., in...] (`to_out_in`), for CPU GEMV
+    weight_layout: str = "in_out"  # projection weights as stored: "in_out", or a CPU decode variant (`LAYOUTS`)
 
     def replace(self, **kw: Any) -> TransformerConfig:
         return dataclasses.replace(self, **kw)
@@ -130,6 +133,9 @@ class TransformerConfig:
         if self.head_dim % 2 or (self.rope == "2d" and self.head_dim % 4):
             raise ValueError(f"head_dim={self.head_dim} must be a multiple of {4 if self.rope == '2d' else 2} "
                              f"for rope={self.rope!r}; change dim or num_heads.")
+        if self.weight_layout not in LAYOUTS:
+            raise ValueError(f"weight_layout={self.weight_layout!r} is not one of {LAYOUTS}; 'in_out' is the "
+                             "trained layout, `cfg.decoding(params)` makes the others.")
         if self.rope not in ("1d", "2d"):
             raise ValueError(f"rope={self.rope!r} is not one of '1d', '2d'.")
         if self.rope == "2d" and math.isqrt(self.seq_len) ** 2 != self.seq_len:
@@ -176,26 +182,33 @@ ROW_GEMV_MAX = 4  # on CPU, `[in, out]` products with at most this many rows run
 OUT_IN_ROW_GEMV_MAX = 2  # the same for `[out, in]` weights (batch 1 with CFG)
 
 
-def project(x: Array, w: Array, n_in: int = 1, out_dtype: Any = None, out_in: bool = False) -> Array:
-    """`x [..., *in] @ w [*in, *out]` -> `[..., *out]`: a dense projection (`w [*out, *in]` when `out_in`).
+def project(x: Array, w: Array, n_in: int = 1, out_dtype: Any = None, layout: str = "in_out",
+            out: tuple[int, ...] | None = None) -> Array:
+    """`x [..., *in] @ w [*in, *out]` -> `[..., *out]`: a dense projection, `w` in `layout` (`LAYOUTS`).
 
     Decoding multiplies few rows (batch, or 2 x batch with CFG) by every weight, so it runs at memory speed at
-    best. On XLA:CPU the weights' layout matters: `[out, in]` weights (`to_out_in`, what `sampling` uses on CPU)
-    make each output one contiguous weight row, faster for 1-16 rows. With 2-16 rows and `[out, in]` float32
-    weights, or 1-16 rows and bfloat16 weights, the native kernel (`ar_jax.kernels`; it sums in float32) reads each
-    weight once for all rows; without it, 2 rows (`[out, in]`) or 2-4 rows (`[in, out]`) run one matrix-vector
-    product per row, which beats the packed GEMM XLA picks otherwise (`benchmarks/few_row_products.py`).
+    best, and on XLA:CPU the weights' layout matters. "panels" (what decoding uses on CPU with the native kernels;
+    `out`, the output dims, is then needed) goes through `kernels.rows_gemv`, which reads each weight once for 16
+    rows and sums in float32. "out_in" (without the kernels) makes each output one contiguous weight row, and
+    2 rows of it (or 2-4 rows of "in_out") run one matrix-vector product per row, which beats the packed GEMM XLA
+    picks otherwise (`benchmarks/few_row_products.py`).
     """
     lead = x.shape[:x.ndim - n_in]
     rows, k = math.prod(lead), math.prod(x.shape[x.ndim - n_in:])
     x2 = x.reshape(rows, k)
     pet = out_dtype or x.dtype
-    if out_in:
+    if layout == "panels":
+        if out is None:
+            raise ValueError("project: layout='panels' needs `out`, the output dims the panels hold.")
+        n_out = math.prod(out)
+        if kernels.usable(w, x2):
+            y = kernels.rows_gemv(w, x2, n_out).astype(pet)  # one pass over the weight for every 16 rows
+        else:  # the kernels switched off after the layout was made: correct, not fast
+            y = jnp.dot(x2, kernels.from_panels(w, n_out).T, preferred_element_type=pet)
+    elif layout == "out_in":
         out = w.shape[:w.ndim - n_in]
         w2 = w.reshape(-1, k)
-        if (1 < rows or w2.dtype == jnp.bfloat16) and kernels.usable(w2, x2):
-            y = kernels.rows_gemv(w2, x2).astype(pet)  # one pass over the weight for every row
-        elif 1 < rows <= OUT_IN_ROW_GEMV_MAX and jax.default_backend() == "cpu":
+        if 1 < rows <= OUT_IN_ROW_GEMV_MAX and jax.default_backend() == "cpu":
             y = jnp.stack([jnp.dot(w2, x2[r], preferred_element_type=pet) for r in range(rows)])
         else:
             y = jnp.dot(w2, x2.T, preferred_element_type=pet).T
@@ -239,9 +252,12 @@ cpu_dense.defvjp(_cpu_dense_fwd, _cpu_dense_bwd)
 
 def dense_param(module: nn.Module, cfg: TransformerConfig, name: str, shape: tuple, names: tuple, n_in: int = 1,
                 init: Any = None) -> Array:
-    """A projection weight `[*in, *out]` with logical axis `names`, or `[*out, *in]` in the `out_in` variant."""
-    if cfg.out_in:
+    """A projection weight `[*in, *out]` with logical axis `names`, or in `cfg.weight_layout`'s shape."""
+    if cfg.weight_layout == "out_in":
         shape, names = shape[n_in:] + shape[:n_in], names[n_in:] + names[:n_in]
+    elif cfg.weight_layout == "panels":  # a CPU decode layout, on one device: nothing to shard
+        shape = (-(-math.prod(shape[n_in:]) // kernels.PANEL), math.prod(shape[:n_in]), kernels.PANEL)
+        names = (None, None, None)
     return module.param(name, nn.with_logical_partitioning(init or _dense_init(), names), shape)
 
 
@@ -249,25 +265,38 @@ PROJECTIONS = {"wq": 1, "wk": 1, "wv": 1, "wo": 2, "w1": 1, "w3": 1, "w2": 1, "o
 
 
 def to_out_in(params: Any) -> Any:
-    """Transformer parameters with every projection weight moved to `[*out, *in]`, for `cfg.replace(out_in=True)`."""
+    """Transformer parameters with every projection weight moved to `[*out, *in]`, for
+    `cfg.replace(weight_layout="out_in")`."""
     def move(path, w):
         n_in = PROJECTIONS.get(getattr(path[-1], "key", None))
         return w if n_in is None else jnp.moveaxis(w, tuple(range(n_in)), tuple(range(w.ndim - n_in, w.ndim)))
     return jax.tree_util.tree_map_with_path(move, params)
 
 
-_to_out_in_jit = jax.jit(to_out_in)
+def to_panels(params: Any) -> Any:
+    """Transformer parameters with every projection weight `[*in, *out]` in `kernels.to_panels`' layout
+    `[ceil(O/16), I, 16]`, for `cfg.replace(weight_layout="panels")`."""
+    def move(path, w):
+        n_in = PROJECTIONS.get(getattr(path[-1], "key", None))
+        return w if n_in is None else kernels.to_panels(w.reshape(math.prod(w.shape[:n_in]), -1).T)
+    return jax.tree_util.tree_map_with_path(move, params)
+
+
+_to_out_in_jit, _to_panels_jit = jax.jit(to_out_in), jax.jit(to_panels)
 
 
 def decode_layout(cfg: TransformerConfig, params: Any) -> tuple[TransformerConfig, Any]:
-    """`(cfg, params)` as decoding should use them: the `out_in` weight layout on XLA:CPU (see `project`).
+    """`(cfg, params)` as decoding should use them: on XLA:CPU the "panels" weight layout for the native kernels,
+    or "out_in" without them (see `project`); elsewhere as they are.
 
     Inside a jitted sampler the move is a copy of every weight on each call (about 1 s of GPT-B's generate_b1 in
     `benchmarks/speed.py`); called once outside, with its result passed to the samplers, it is paid once.
     """
-    if jax.default_backend() != "cpu" or cfg.out_in:
+    if jax.default_backend() != "cpu" or cfg.weight_layout != "in_out":
         return cfg, params
-    return cfg.replace(out_in=True), _to_out_in_jit(params)
+    if kernels.available():
+        return cfg.replace(weight_layout="panels"), _to_panels_jit(params)
+    return cfg.replace(weight_layout="out_in"), _to_out_in_jit(params)
 
 
 class DecodingCache:
@@ -384,9 +413,10 @@ class Attention(nn.Module):
         wk = p("wk", (cfg.dim, KV, D), (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM))
         wv = p("wv", (cfg.dim, KV, D), (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM))
         wo = p("wo", (H, D, cfg.dim), (axes.HEADS, axes.HEAD_DIM, axes.EMBED), 2)
-        q = apply_rope(project(x, wq, out_in=cfg.out_in), rope)  # [B, S, H, D]
-        k = apply_rope(project(x, wk, out_in=cfg.out_in), rope)  # [B, S, KV, D]
-        v = project(x, wv, out_in=cfg.out_in)
+        proj = functools.partial(project, layout=cfg.weight_layout)
+        q = apply_rope(proj(x, wq, out=(H, D)), rope)  # [B, S, H, D]
+        k = apply_rope(proj(x, wk, out=(KV, D)), rope)  # [B, S, KV, D]
+        v = proj(x, wv, out=(KV, D))
         if cache is not None:
             ck, cv = cache  # [B, KV, M, D]
             idx = (0, 0, start, 0)
@@ -406,7 +436,7 @@ class Attention(nn.Module):
             if cache is not None:
                 k, v = ck.transpose(0, 2, 1, 3).astype(dt), cv.transpose(0, 2, 1, 3).astype(dt)
             out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=D ** -0.5)  # [B, S, H, D]
-        out = project(out, wo, n_in=2, out_in=cfg.out_in)
+        out = proj(out, wo, n_in=2, out=(cfg.dim,))
         return nn.Dropout(cfg.resid_dropout)(out, deterministic=deterministic), cache
 
 
@@ -420,8 +450,9 @@ class FeedForward(nn.Module):
         w1 = p("w1", (cfg.dim, cfg.hidden_dim), (axes.EMBED, axes.MLP))
         w3 = p("w3", (cfg.dim, cfg.hidden_dim), (axes.EMBED, axes.MLP))
         w2 = p("w2", (cfg.hidden_dim, cfg.dim), (axes.MLP, axes.EMBED))
-        h = nn.silu(project(x, w1, out_in=cfg.out_in)) * project(x, w3, out_in=cfg.out_in)
-        return nn.Dropout(cfg.ffn_dropout)(project(h, w2, out_in=cfg.out_in), deterministic=deterministic)
+        proj = functools.partial(project, layout=cfg.weight_layout)
+        h = nn.silu(proj(x, w1, out=(cfg.hidden_dim,))) * proj(x, w3, out=(cfg.hidden_dim,))
+        return nn.Dropout(cfg.ffn_dropout)(proj(h, w2, out=(cfg.dim,)), deterministic=deterministic)
 
 
 class Block(nn.Module):
@@ -487,7 +518,7 @@ class Transformer(nn.Module):
         x = RMSNorm(cfg.norm_eps, dt, name="norm")(x)
         out = dense_param(self, cfg, "output", (cfg.dim, cfg.vocab_size), (axes.EMBED, axes.VOCAB),
                           init=nn.initializers.zeros)
-        logits = project(x, out.astype(dt), out_dtype=jnp.float32, out_in=cfg.out_in)
+        logits = project(x, out.astype(dt), out_dtype=jnp.float32, layout=cfg.weight_layout, out=(cfg.vocab_size,))
         return logits.astype(jnp.float32), cache
 
 
