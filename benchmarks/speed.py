@@ -31,7 +31,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from timing import each_in_own_process, timed
+from timing import cpu, each_in_own_process, timed
 
 LLAMAGEN_S = {"generate_b1": 23.9, "generate_b8": 74.5, "train_step_b8": 27.1, "vq_decode_b8": 35.3}
 NAMES = list(LLAMAGEN_S)
@@ -155,7 +155,8 @@ def bench_vq_decode(batch: int, dtype: str, repeats: int) -> dict:
 
 def run_one(name: str, dtype: str, repeats: int) -> dict:
     if name == MACHINE:
-        return {"name": name, "repeats": repeats, **bench_machine(repeats), "device": str(jax.devices()[0].device_kind)}
+        return {"name": name, "repeats": repeats, **bench_machine(repeats), "device": str(jax.devices()[0].device_kind),
+                "cpu": cpu()}
     fn = {"generate_b1": lambda: bench_generate(1, dtype, repeats),
           "generate_b8": lambda: bench_generate(8, dtype, repeats),
           "train_step_b8": lambda: bench_train(8, dtype, repeats),
@@ -188,6 +189,7 @@ def main() -> None:
     rows = [r for r in rows if r["name"] != MACHINE]
     print(f"device: {rows[0]['device'] if rows else '?'}, dtype {args.dtype}, median of {args.repeats} after warm-up")
     if machine:
+        print(f"cpu: {machine['cpu']}")
         print(f"this machine: {machine['read_gb_s']:.1f} GB/s memory read, {machine['matmul_gflop_s']:.0f} GFLOP/s "
               f"float32 matmul (XLA, 4096^3; NumPy's BLAS {machine['numpy_matmul_gflop_s']:.0f}); decoding's "
               f"products (transformer.project) by 768->16384 weights read them at "

@@ -4,6 +4,8 @@ benchmark."""
 from __future__ import annotations
 
 import json
+import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -24,6 +26,22 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     return med, max(first - med, 0.0)
+
+
+def cpu() -> str:
+    """This machine's CPU in a line (model, family/model numbers, cores, vector extensions), from /proc/cpuinfo:
+    the same machine kind has been lent with different CPUs, so a figure names the one it ran on."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            first = f.read().split("\n\n")[0]
+    except OSError:
+        return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    info = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first.splitlines() if ":" in line)}
+    flags = set(info.get("flags", "").split())
+    simd = [name for flag, name in (("avx2", "AVX2"), ("fma", "FMA"), ("avx512f", "AVX-512F"),
+                                    ("avx512_bf16", "AVX512-BF16")) if flag in flags]
+    return (f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}), "
+            f"{os.cpu_count()} cores, {' '.join(simd) or 'no AVX2'}")
 
 
 def each_in_own_process(names: list[str], argv: Callable[[str], list[str]]) -> list[dict]:

@@ -57,6 +57,7 @@ def main() -> None:
     theirs_row = results[next(iter(results))]["llamagen"][0]
     print(f"ar_jax on {ours_row['device']} vs LlamaGen (PyTorch {theirs_row['torch']}, {theirs_row['threads']} "
           f"threads), float32, each the median of {args.repeats} after warm-up, {args.rounds} round(s)")
+    print(f"cpu: {machine[0]['cpu']}")
     print("this machine before / after: " + " / ".join(
         f"{m['read_gb_s']:.1f} GB/s, {m['matmul_gflop_s']:.0f} GFLOP/s" for m in machine))
     print(f"{'benchmark':16s} {'ar_jax s':>9s} {'LlamaGen s':>10s} {'ratio':>7s}  ratio each round")
