@@ -2,6 +2,9 @@
 
 import os
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +38,7 @@ def test_panels_round_trip():
     np.testing.assert_array_equal(kernels.from_panels(p, 37), w)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 12, 13, 16, 17, 40])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 16, 17, 40])
 def test_rows_gemv_matches_numpy(rows):
     if not built():
         return
@@ -45,6 +48,33 @@ def test_rows_gemv_matches_numpy(rows):
         w = rng.standard_normal((outs, ins), dtype=np.float32)
         x = rng.standard_normal((rows, ins), dtype=np.float32)
         np.testing.assert_allclose(gemv(w, x), x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-5, atol=1e-5)
+
+
+def test_rows_gemv_avx2_path_matches_numpy():
+    """The AVX2 code (what a CPU without AVX-512 runs), built with `-mno-avx512f` in a fresh process: on an AVX-512
+    machine the tests above exercise the other path."""
+    if not built():
+        return
+    code = textwrap.dedent("""
+        import jax.numpy as jnp
+        import numpy as np
+        from ar_jax import kernels
+        assert kernels.available()
+        rng = np.random.default_rng(0)
+        for rows in (1, 2, 5, 6, 7, 12, 16, 17):
+            w = jnp.asarray(rng.standard_normal((203, 77), dtype=np.float32))
+            x = rng.standard_normal((rows, 77), dtype=np.float32)
+            for dtype in (jnp.float32, jnp.bfloat16):
+                wd = w.astype(dtype)
+                got = np.asarray(kernels.rows_gemv(kernels.to_panels(wd), jnp.asarray(x), 203))
+                want = x.astype(np.float64) @ np.asarray(wd, np.float64).T
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        print(kernels.library_path().name)
+    """)
+    env = {**os.environ, "AR_JAX_KERNEL_FLAGS": "-mno-avx512f"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-1] != kernels.library_path().name  # its own build, beside the default one
 
 
 def test_rows_gemv_of_empty_shapes():

@@ -3,15 +3,16 @@
 XLA:CPU multiplies decoding's few rows (batch, doubled by CFG) by a weight far below the memory rate
 (`benchmarks/few_row_products.py`): its kernels read the weight once per row or pack it. `rows_gemv.cc` reads
 each weight once for 16 rows from a layout made for it, panels of 16 outputs (`to_panels`: `[ceil(O/16), I, 16]`,
-one sequential stream a panel), in register tiles of 16 outputs x up to 6 rows (AVX2/FMA through
-`-march=native`, OpenMP over the panels), and is registered as an XLA FFI target.
+one sequential stream a panel), in register tiles of 16 outputs x up to 8 rows with AVX-512, 6 with AVX2/FMA (what
+`-march=native` finds), OpenMP over the panels, and is registered as an XLA FFI target.
 `decode_attention.cc` is one position's attention over the written part of a float32 or bfloat16 cache: XLA's version
 (`transformer.written_attention`) copies every cache block it reads before its small batched products.
 `winograd.cc` holds the two transforms of `ar_jax/tokenizers/winograd.py`'s 3x3 convolutions (XLA made one strided
 pass over the input for each of the 36 transformed planes).
 
 All are built with `g++ -O3 -march=native -fopenmp` (a few seconds) into one library in `$XDG_CACHE_HOME/ar_jax`
-(default `~/.cache/ar_jax`, or the temp folder if that is read-only), once per source, jaxlib and CPU;
+(default `~/.cache/ar_jax`, or the temp folder if that is read-only), once per source, jaxlib, CPU and
+`AR_JAX_KERNEL_FLAGS` (extra compiler flags, e.g. `-mno-avx512f` to build the AVX2 code on an AVX-512 CPU);
 `AR_JAX_NATIVE_KERNELS=0` switches them off. Without a compiler, or if the build fails, decoding keeps XLA's own
 products and attention and the VQ model `lax.conv` (one warning says why), so results never depend on them.
 """
@@ -53,12 +54,18 @@ def _cpu_key() -> str:
         return platform.processor() + platform.machine()
 
 
+def _extra_flags() -> list[str]:
+    """`AR_JAX_KERNEL_FLAGS`, split: compiler flags after the defaults (tests build the AVX2 path with them)."""
+    return os.environ.get("AR_JAX_KERNEL_FLAGS", "").split()
+
+
 def library_path() -> Path:
     """Where the built kernels live: named by the hash of their sources, jaxlib's version and the CPU."""
     import jaxlib
 
     code = b"".join(src.read_bytes() for src in SOURCES + [HEADER])
-    key = hashlib.sha256(code + jaxlib.__version__.encode() + _cpu_key().encode()).hexdigest()[:16]
+    key = hashlib.sha256(code + jaxlib.__version__.encode() + _cpu_key().encode()
+                         + " ".join(_extra_flags()).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ar_jax"
     try:
         cache.mkdir(parents=True, exist_ok=True)
@@ -76,7 +83,7 @@ def _build(out: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
     cmd = [cxx, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-w",
-           f"-I{jax.ffi.include_dir()}", *map(str, SOURCES), "-o", tmp]
+           f"-I{jax.ffi.include_dir()}", *_extra_flags(), *map(str, SOURCES), "-o", tmp]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         os.unlink(tmp)
