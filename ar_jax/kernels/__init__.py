@@ -60,7 +60,8 @@ def _extra_flags() -> list[str]:
 
 
 def library_path() -> Path:
-    """Where the built kernels live: named by the hash of their sources, jaxlib's version and the CPU."""
+    """Where the built kernels live: named by the hash of their sources, jaxlib's version, the CPU and the extra
+    flags."""
     import jaxlib
 
     code = b"".join(src.read_bytes() for src in SOURCES + [HEADER])
