@@ -6,6 +6,7 @@ import ast
 import difflib
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,20 @@ CONFIG_FILE = "config.json"
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """`path/to/x.py` or `path/to/x.py:arg` -> `get_config()` / `get_config(arg)`, locked."""
+    """`path/to/x.py` or `path/to/x.py:arg` -> `get_config()` / `get_config(arg)`, locked. The file's folder is
+    importable while it runs (`import common` gives `configs/common.py`, the shared blocks)."""
     path, _, arg = spec.partition(":")
     if not Path(path).is_file():
         raise ValueError(f"config file {path!r} does not exist; pass e.g. --config configs/digits_pixels.py.")
     mod_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    config = module.get_config(arg) if arg else module.get_config()
+    folder = str(Path(path).resolve().parent)
+    sys.path.insert(0, folder)
+    try:
+        mod_spec.loader.exec_module(module)
+        config = module.get_config(arg) if arg else module.get_config()
+    finally:
+        sys.path.remove(folder)
     config.lock()
     return config
 

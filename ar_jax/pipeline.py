@@ -10,18 +10,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ar_jax import builders, sampling
+from ar_jax import builders, decode
 from ar_jax.config import read_config
+from ar_jax.decode import sampling
 from ar_jax.evaluation.likelihood import bits_per_dim
-from ar_jax.models.transformer import DecodingCache, param_shapes
-
-# Settings `pipe.sample` accepts unless the model family lists its own (`sampling_settings`, e.g. MaskGIT's steps).
-AR_SETTINGS = ("temperature", "top_k", "top_p", "greedy", "cfg_scale", "min_p", "typical_p", "repetition_penalty")
+from ar_jax.models.transformer import DecodingCache, TransformerConfig, param_shapes
 
 
 def exact_likelihood(model_config: Any) -> bool:
-    """False for families whose `token_nll` is not an exact likelihood (MaskGIT declares `exact_likelihood = False`)."""
-    return getattr(model_config, "exact_likelihood", True)
+    """False for families whose `token_nll` is not an exact likelihood (MaskGIT's is a masked-token NLL)."""
+    return model_config.exact_likelihood
 
 
 class ARPipeline:
@@ -37,21 +35,21 @@ class ARPipeline:
         self._decoding = DecodingCache()
 
     def for_decoding(self) -> tuple[Any, Any]:
-        """`(model config, params)` as sampling reads them fastest (the transformer's `decoding` layout), made
-        once per `self.params` object and kept."""
-        if not hasattr(self.model_config, "decoding"):
+        """`(model config, params)` as sampling reads them fastest (a transformer's weights prepared by the backend
+        of the device they live on, `transformer.prepare`), made once per `self.params` object and kept."""
+        if not isinstance(self.model_config, TransformerConfig):
             return self.model_config, self.params
-        return self._decoding.get(self.model_config, self.params)
+        return self.model_config, self._decoding.get(self.params)
 
     def sample_tokens(self, labels: Any, seed: int = 0, prefix: Any = None, **overrides: Any) -> jax.Array:
         """Image tokens `[B, seq_len]`; sampling settings default to `config.sampling`."""
         settings = {**self.config.sampling.to_dict(), **overrides}
-        known = set(getattr(self.model_config, "sampling_settings", AR_SETTINGS))
+        known = set(decode.settings(self.model_config))
         unknown = set(settings) - known
         if unknown:
             raise ValueError(f"unknown sampling setting(s) {sorted(unknown)}; use {', '.join(sorted(known))}.")
         cfg, params = self.for_decoding()
-        return cfg.generate(params, labels, jax.random.key(seed), prefix=prefix, **settings)
+        return decode.generate(params, cfg, labels, jax.random.key(seed), prefix=prefix, **settings)
 
     def sample(self, labels: Any, seed: int = 0, **overrides: Any) -> np.ndarray:
         """uint8 images `[B, H, W, C]` of classes `labels [B]`; a fixed seed gives the same images."""
@@ -69,7 +67,7 @@ class ARPipeline:
     def inpaint(self, images: Any, known: Any, labels: Any, seed: int = 0, **overrides: Any) -> np.ndarray:
         """Keep the tokens of `images [B, H, W, C]` where `known` (bool over the token grid, `[B, rows, cols]` or
         `[B, seq_len]`) is true and sample the others (MaskGIT runs: `config.model.family="maskgit"`)."""
-        if "known" not in getattr(self.model_config, "sampling_settings", AR_SETTINGS):
+        if "known" not in decode.settings(self.model_config):
             raise ValueError("inpainting needs a MaskGIT run (config.model.family='maskgit', e.g. "
                              "configs/digits_maskgit.py); an AR run completes a prefix: use pipe.complete.")
         tokens = self.tokenizer.encode(images)

@@ -39,9 +39,9 @@ from digits_quality import digit_classifier
 from speed import timed
 
 import ar_jax
-from ar_jax import speculative
 from ar_jax.data.shapes import classify, shape_classifier
 from ar_jax.data.sources import get_dataset
+from ar_jax.decode import speculative
 
 SPECULATIVE_SETTINGS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "greedy", "cfg_scale")
 

@@ -4,19 +4,19 @@
     python benchmarks/speed.py --only generate_b1 --json
     python benchmarks/speed.py --dtype bfloat16
 
-Random-initialised LlamaGen GPT-B shape (12 layers, 12 heads, dim 768, vocab 16384, 256 tokens, 1000 classes)
-in float32 unless --dtype says otherwise. Each figure is the median of --repeats timed runs after one warm-up
-run; the warm-up's extra time is reported as compile time. Generation first puts the weights in the layout
-decoding reads (`cfg.decoding(params)`, what `ar_jax.load`'s pipeline does once per model); that one-time move is
-reported apart too (`layout_s` in the JSON). The LlamaGen column is the figure of ../shared/peers/llamagen.md
-(PyTorch 2.13 CPU, 2 threads, another machine of this kind, not this one); the ratio is that figure / ours. For a
-ratio measured here, in one sitting, run `benchmarks/versus_llamagen.py` (LlamaGen's own code, alternated with this
-script); the README shows how far the two differ on this box.
+Random-initialised LlamaGen GPT-B shape (12 layers, 12 heads, dim 768, vocab 16384, 256 tokens, 1000 classes) in
+float32 unless --dtype says otherwise. Each figure is the median of --repeats timed runs after one warm-up run; the
+warm-up's extra time is reported as compile time. Generation first puts the weights in the layout decoding reads
+(`cfg.decoding(params)`: the backend's `prepare`, what `ar_jax.load`'s pipeline does once per model); that one-time
+move is reported apart too (`layout_s` in the JSON). The LlamaGen column is the figure of
+../shared/peers/llamagen.md (PyTorch 2.13 CPU, 2 threads, another machine of this kind, not this one); the ratio is
+that figure / ours. For a ratio measured here, in one sitting, run `benchmarks/versus_llamagen.py` (LlamaGen's own
+code, alternated with this script); the README shows how far the two differ on this box.
 The run also measures this machine (`machine`: memory read rate and float32 matmul rate) and prints a floor beside
 each figure: the time at those rates (every weight read once per generated token; XLA's FLOP count at the matmul
 rate). The floor is what the hardware allows, not what XLA:CPU's kernels reach: at 4-16 rows a product
-runs far below the read rate (benchmarks/few_row_products.py). The VQ decode's FLOP count is of what it runs: on CPU
-its 3x3 convolutions are Winograd's (`ar_jax/tokenizers/winograd.py`), whose products are a quarter of a direct
+runs far below the read rate (docs/performance.md). The VQ decode's FLOP count is of what it runs: on CPU
+its 3x3 convolutions are Winograd's (`ar_jax/backends/cpu/winograd.py`), whose products are a quarter of a direct
 convolution's arithmetic, and whose transforms (native kernels) XLA does not count.
 """
 
@@ -67,13 +67,12 @@ def bench_machine(repeats: int) -> dict:
     np_s, _ = timed(lambda: an @ an, repeats)
     out = {"median_s": mm_s, "compile_s": 0.0, "read_gb_s": 2**30 / read_s / 1e9,
            "matmul_gflop_s": 2 * n**3 / mm_s / 1e9, "numpy_matmul_gflop_s": 2 * n**3 / np_s / 1e9}
-    from ar_jax import kernels
-    from ar_jax.models.transformer import project
+    from ar_jax.models.transformer import prepare
 
-    layout = "panels" if kernels.available() else "out_in"  # as decoding reads the weights here (decode_layout)
-    shape = (1024, 768, 16) if layout == "panels" else (16384, 768)  # 403 MB in all
-    weights = [jnp.full(shape, i, jnp.float32) for i in range(8)]
-    products = jax.jit(lambda x, ws: [project(x, w, layout=layout, out=(16384,)) for w in ws])
+    # 403 MB of 768 -> 16384 weights, as decoding reads them here (`prepare`: on CPU panels or [out, in] copies)
+    dec = prepare({f"w{i}": {"output": jnp.full((768, 16384), i, jnp.float32)} for i in range(8)})
+    be, weights = dec.backend, [dec.params[f"w{i}"]["output"] for i in range(8)]
+    products = jax.jit(lambda x, ws: [be.dense(x, w, 1, (16384,)) for w in ws])
     for rows in (1, 2, 16):
         x = jnp.ones((rows, 768), jnp.float32)
         s, _ = timed(lambda x=x: jax.block_until_ready(products(x, weights)), repeats)
@@ -89,8 +88,8 @@ def flops_of(fn, *args) -> float:
 
 
 def bench_generate(batch: int, dtype: str, repeats: int) -> dict:
+    from ar_jax.decode.sampling import generate
     from ar_jax.models.transformer import init_params
-    from ar_jax.sampling import generate
 
     cfg = gpt_b(dtype)
     params, _ = init_params(cfg, jax.random.key(0))
@@ -98,7 +97,7 @@ def bench_generate(batch: int, dtype: str, repeats: int) -> dict:
     labels = np.arange(batch, dtype=np.int32) * 7 % 1000
     seeds = iter(range(1000))
     t0 = time.perf_counter()
-    dec_cfg, dec_params = cfg.decoding(params)  # once per model, as ar_jax.load's pipeline does
+    dec_cfg, dec_params = cfg.decoding(params)  # once per model, as ar_jax.load's pipeline does (the backend's layout)
     jax.block_until_ready(dec_params)
     layout_s = time.perf_counter() - t0
     run = lambda: jax.block_until_ready(generate(dec_params, dec_cfg, labels, jax.random.key(next(seeds)),
@@ -119,13 +118,16 @@ def bench_train(batch: int, dtype: str, repeats: int) -> dict:
     import ml_collections
     import optax
 
+    from ar_jax import backends
     from ar_jax.training.state import init_state
     from ar_jax.training.steps import train_step
 
     cfg = gpt_b(dtype)
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, b1=0.9, b2=0.95, weight_decay=0.05))
     state = init_state(cfg, tx, jax.random.key(0))
-    step = jax.jit(functools.partial(train_step, cfg=cfg, tx=tx, seed=0, label_dropout=0.1), donate_argnums=0)
+    backend = backends.for_devices(jax.devices()[:1])  # as train.py chooses it on one device
+    step = jax.jit(functools.partial(train_step, cfg=cfg, tx=tx, seed=0, label_dropout=0.1, backend=backend),
+                   donate_argnums=0)
     rng = np.random.default_rng(0)
     batch_ = {"tokens": jnp.asarray(rng.integers(0, cfg.vocab_size, (batch, cfg.seq_len)), jnp.int32),
               "labels": jnp.asarray(rng.integers(0, 1000, (batch,)), jnp.int32)}
@@ -192,7 +194,7 @@ def main() -> None:
         print(f"cpu: {machine['cpu']}")
         print(f"this machine: {machine['read_gb_s']:.1f} GB/s memory read, {machine['matmul_gflop_s']:.0f} GFLOP/s "
               f"float32 matmul (XLA, 4096^3; NumPy's BLAS {machine['numpy_matmul_gflop_s']:.0f}); decoding's "
-              f"products (transformer.project) by 768->16384 weights read them at "
+              f"products (the backend's dense) by 768->16384 weights read them at "
               f"{machine['product_1rows_gb_s']:.1f} / {machine['product_2rows_gb_s']:.1f} / "
               f"{machine['product_16rows_gb_s']:.1f} GB/s with 1 / 2 / 16 rows")
     print(f"{'benchmark':16s} {'median s':>9s} {'compile s':>9s} {'tokens/s':>9s} {'images/s':>9s} "

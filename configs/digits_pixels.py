@@ -7,6 +7,7 @@ Trains in about 5.5 minutes on 2 CPU cores (test bits/dim about 1.73) and writes
 `configs/digits_pixels.py:smoke` shrinks everything for tests.
 """
 
+import common
 import ml_collections
 
 
@@ -69,10 +70,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.samples_per_class = 10  # columns of the final samples.png grid
     c.sample_every = 500  # steps between sample grids in TensorBoard (0: only at the end)
 
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1  # data-parallel devices (-1: all the rest)
-    c.mesh.fsdp = 1  # parameter/optimizer sharding
-    c.mesh.tensor = 1  # tensor parallelism (heads, mlp, vocab)
+    c.mesh = common.mesh()  # devices as (data, fsdp, tensor); data takes all by default
+    c.backend = common.backend()  # platform choices: training/prefill attention
 
     if variant == "smoke":
         c.model.dim, c.model.num_layers, c.model.mlp_dim = 32, 2, 64

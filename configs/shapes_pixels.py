@@ -16,6 +16,7 @@ positions runs in query blocks (`transformer.blockwise_causal_attention`): a bat
 with full attention.
 """
 
+import common
 import ml_collections
 
 
@@ -81,10 +82,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.samples_per_class = 2  # columns of the final samples.png grid (3,072 tokens each)
     c.sample_every = 0  # steps between sample grids in TensorBoard (0: only at the end)
 
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1  # data-parallel devices (-1: all the rest)
-    c.mesh.fsdp = 1  # parameter/optimizer sharding
-    c.mesh.tensor = 1  # tensor parallelism (heads, mlp, vocab)
+    c.mesh = common.mesh()  # devices as (data, fsdp, tensor); data takes all by default
+    c.backend = common.backend()  # platform choices: training/prefill attention
 
     if variant == "smoke":
         c.data.num_train, c.data.num_test = 16, 4

@@ -18,7 +18,7 @@ MESHES = [(2, 2, 2)]  # data, fsdp and tensor together (pure data parallelism: t
 
 def config(mesh=(1, 1, 1)):
     sys.path.insert(0, str(Path(__file__).parent.parent))
-    from tests.conftest import smoke_config
+    from tests.helpers import smoke_config
 
     return smoke_config(num_train_steps=3, log_every=1, eval_every=3, checkpoint_every=3, batch_size=8,
                         **{"mesh.data": mesh[0], "mesh.fsdp": mesh[1], "mesh.tensor": mesh[2],
@@ -36,7 +36,7 @@ def flat(tree):
 
 
 def main(mode, root):
-    from ar_jax import sampling
+    from ar_jax.decode import sampling
     from ar_jax.training import checkpoints, trainer
 
     root = Path(root)
@@ -46,6 +46,8 @@ def main(mode, root):
         out["ref_losses"] = losses(root / "ref")
     elif mode == "meshes":
         from ar_jax import builders, sharding
+        from ar_jax.backends.cpu import CpuBackend
+        from ar_jax.models.transformer import prepare
         from ar_jax.training.state import init_state, make_optimizer, state_shardings
 
         ref = checkpoints.Checkpointer(root / "ref")
@@ -78,10 +80,11 @@ def main(mode, root):
                 kw = dict(cfg=cfg, top_k=0, use_top_p=True, greedy=False, use_cfg=True, keep_logits=False)
                 args = (np.float32(1.0), np.float32(0.9), np.float32(2.0))
                 rng = jax.random.key(3)
-                one = jax.device_put(state.params, jax.devices()[0])
+                xla_cpu = CpuBackend(native=False)  # one formulation for both: the comparison is the sharding's
+                one = prepare(jax.device_put(state.params, jax.devices()[0]), xla_cpu)
                 a = sampling._generate(one, labels, np.zeros((8, 0), np.int32), rng, *args, **kw)[0]
                 bs = sharding.batch_sharding(mesh, 1)
-                everywhere = jax.device_put(state.params, sharding.replicated(mesh))
+                everywhere = prepare(jax.device_put(state.params, sharding.replicated(mesh)), xla_cpu)
                 b = sampling._generate(everywhere, jax.device_put(labels, bs),
                                        jax.device_put(np.zeros((8, 0), np.int32), sharding.batch_sharding(mesh, 2)),
                                        rng, *args, **kw)[0]

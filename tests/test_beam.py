@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ar_jax import beam, processors
+from ar_jax.decode import beam, processors
+from ar_jax.decode.sampling import generate, guide
 from ar_jax.models.transformer import Transformer
-from ar_jax.sampling import generate, guide
-from tests.conftest import make_test_model
+from tests.helpers import make_test_model
 
 
 @pytest.fixture(scope="module")

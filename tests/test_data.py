@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import sys
-import types
 from pathlib import Path
 
 import ml_collections
@@ -18,6 +17,7 @@ from ar_jax.config import load_config_file
 from ar_jax.data.folder import held_out_files
 from ar_jax.data.sources import fit_image, get_dataset
 from ar_jax.data.tfds_source import from_builder
+from tests.helpers import FakeBuilder, tfds_config
 
 CLASSES = ("ant", "bee", "cat")
 
@@ -213,32 +213,6 @@ def test_folder_pixels_config_matches_the_trainers_check(tmp_path):
 
 
 # --- tensorflow-datasets: the fitting and label logic through a fake builder (no tfds needed) ---
-
-
-class FakeBuilder:
-    """What the tfds source uses of a builder: `.info.features["label"].num_classes`, `.as_data_source(split)`."""
-
-    name, data_dir = "fake", "/fake/dir"
-
-    def __init__(self, splits, num_classes=3, features=("image", "label"), error=None):
-        self.splits, self.error = splits, error
-        feats = {k: types.SimpleNamespace(num_classes=num_classes) for k in features}
-        self.info = types.SimpleNamespace(features=feats, splits=dict.fromkeys(splits))
-
-    def as_data_source(self, split):
-        if self.error:
-            raise self.error
-        if split not in self.splits:
-            raise ValueError(f"Unknown split {split!r}")
-        return self.splits[split]
-
-
-def tfds_config(**overrides) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict(dict(name="tfds", tfds_name="mnist", tfds_data_dir=None, tfds_manual_dir=None,
-                                       tfds_download=False, tfds_train_split="train", tfds_test_split="test",
-                                       image_shape=(16, 16, 3), num_classes=10))
-    c.update(overrides)
-    return c
 
 
 def examples(n, shape, num_classes=3, seed=0):

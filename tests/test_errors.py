@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import ar_jax
-from ar_jax import sampling, sharding
+from ar_jax import sharding
 from ar_jax.config import apply_overrides, load_config_file
+from ar_jax.decode import sampling
 from ar_jax.training import trainer
-from tests.conftest import smoke_config
+from tests.helpers import smoke_config
 
 ROOT = Path(__file__).parent.parent
 

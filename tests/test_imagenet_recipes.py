@@ -19,7 +19,7 @@ from ar_jax.models.transformer import param_shapes
 from ar_jax.tokenizers import vq
 from ar_jax.tokenizers.vq_tokens import vq_config
 from ar_jax.training import train_and_evaluate
-from tests.test_data import FakeBuilder, tfds_config
+from tests.helpers import FakeBuilder, tfds_config
 
 count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 

@@ -1,7 +1,6 @@
 """The native decoding kernels: exact against NumPy and XLA, used by decoding where they apply, and optional."""
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -11,18 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ar_jax import kernels
-from ar_jax.models.transformer import cached_attention, project
-from tests.conftest import make_test_model
-
-
-def built() -> bool:
-    """Whether the kernels must be on here: with a C++ compiler they must build; without one they must be off."""
-    if not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")):
-        assert not kernels.available()  # no compiler: decoding keeps XLA's products and attention
-        return False
-    assert kernels.available()
-    return True
+from ar_jax.backends.cpu import CpuBackend, kernels
+from ar_jax.backends.xla import einsum_attention
+from tests.helpers import kernels_built as built
 
 
 def gemv(w: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -58,7 +48,7 @@ def test_rows_gemv_avx2_path_matches_numpy():
     code = textwrap.dedent("""
         import jax.numpy as jnp
         import numpy as np
-        from ar_jax import kernels
+        from ar_jax.backends.cpu import kernels
         assert kernels.available()
         rng = np.random.default_rng(0)
         for rows in (1, 2, 5, 6, 7, 12, 16, 17):
@@ -87,53 +77,10 @@ def test_rows_gemv_of_empty_shapes():
         kernels.rows_gemv(kernels.to_panels(jnp.ones((48, 4))), jnp.ones((2, 4)), 30)  # 3 panels hold 33-48
 
 
-def test_projection_takes_the_kernel_in_the_panels_layout(monkeypatch):
-    rng = np.random.default_rng(0)
-    w = rng.standard_normal((3, 4, 40), dtype=np.float32)  # [*in, *out], n_in=2
-    x = jnp.asarray(rng.standard_normal((17, 2, 3, 4), dtype=np.float32))
-    panels = kernels.to_panels(jnp.asarray(w.reshape(12, 40).T))
-    run = jax.jit(lambda x: project(x, panels, n_in=2, layout="panels", out=(5, 8)))
-    want = (np.asarray(x).reshape(34, 12) @ w.reshape(12, 40)).reshape(17, 2, 5, 8)
-    assert (kernels.TARGET in run.lower(x).as_text()) == kernels.available()
-    np.testing.assert_allclose(run(x), want, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(project(x, jnp.asarray(w).reshape(3, 4, 5, 8), n_in=2), want, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="needs `out`"):
-        project(x, panels, n_in=2, layout="panels")
-    monkeypatch.setenv("AR_JAX_NATIVE_KERNELS", "0")  # the layout kept, the kernels gone: XLA's product
-    run = jax.jit(lambda x: project(x, panels, n_in=2, layout="panels", out=(5, 8)))
-    assert not kernels.available() and kernels.TARGET not in run.lower(x).as_text()
-    np.testing.assert_allclose(run(x), want, rtol=1e-5, atol=1e-5)
-
-
-def test_decoding_layout_follows_the_kernels(monkeypatch):
-    cfg, params = make_test_model()
-    assert cfg.decoding(params)[0].weight_layout == ("panels" if kernels.available() else "out_in")
-    monkeypatch.setenv("AR_JAX_NATIVE_KERNELS", "0")
-    assert cfg.decoding(params)[0].weight_layout == "out_in"
-    with pytest.raises(ValueError, match="weight_layout='rows'"):
-        cfg.replace(weight_layout="rows").validate()
-
-
-@pytest.mark.parametrize("labels", [[1], [1, 0, 2, 1, 2, 0, 2]])
-def test_switched_off_kernel_gives_the_same_sampling_logits(monkeypatch, labels):
-    from ar_jax import sampling
-
-    cfg, params = make_test_model()
-    dec_cfg, dec_params = cfg.decoding(params)
-    run = lambda: sampling.generate(dec_params, dec_cfg, labels, jax.random.key(0), cfg_scale=2.0, greedy=True,
-                                    return_logits=True)
-    toks, logits = run()  # with CFG: 2 and 14 rows, the kernel's cases
-    monkeypatch.setenv("AR_JAX_NATIVE_KERNELS", "0")
-    jax.clear_caches()  # retrace: the choice is made when the sampler is traced
-    toks_xla, logits_xla = run()
-    np.testing.assert_array_equal(toks, toks_xla)
-    np.testing.assert_allclose(logits, logits_xla, rtol=1e-5, atol=1e-5)
-
-
 @pytest.mark.parametrize("G,length", [(1, 1), (1, 9), (2, 13), (3, 16)])
-def test_decode_attention_matches_cached_attention(G, length):
+def test_decode_attention_matches_einsum_attention(G, length):
     if not built():
-        return  # test_projection_takes_the_kernel_in_the_panels_layout checks the fallback
+        return  # test_backends.py checks the fallback
     B, KV, M, D = 2, 2, 16, 12  # 12 lanes: vector steps and a tail
     q = jax.random.normal(jax.random.key(0), (B, KV, G, D))
     k, v = (jax.random.normal(jax.random.key(i), (B, KV, M, D)) for i in (1, 2))
@@ -141,20 +88,20 @@ def test_decode_attention_matches_cached_attention(G, length):
     k, v = jnp.where(unwritten, 1e4, k), jnp.where(unwritten, 1e4, v)  # must never be read
     got = jax.jit(kernels.decode_attention, static_argnums=4)(q, k, v, jnp.int32(length), D ** -0.5)
     qh = q.reshape(B, 1, KV * G, D)
-    want = cached_attention(qh, k, v, (jnp.arange(M) < length)[None], D ** -0.5).reshape(B, KV, G, D)
+    want = einsum_attention(qh, k, v, (jnp.arange(M) < length)[None, None, None], D ** -0.5).reshape(B, KV, G, D)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("rows", [1, 2, 16, 19])
 def test_rows_gemv_reads_bfloat16_weights(rows):
     if not built():
-        return  # test_projection_takes_the_kernel_in_the_panels_layout checks the fallback
+        return  # test_backends.py checks the fallback
     rng = np.random.default_rng(rows)
     w = jnp.asarray(rng.standard_normal((203, 77), dtype=np.float32)).astype(jnp.bfloat16)  # [O, I]
     x = jnp.asarray(rng.standard_normal((rows, 77), dtype=np.float32)).astype(jnp.bfloat16)
     panels = kernels.to_panels(w)
     assert panels.dtype == jnp.bfloat16
-    run = jax.jit(lambda x: project(x, panels, layout="panels", out=(203,), out_dtype=jnp.float32))
+    run = jax.jit(lambda x: CpuBackend(native=True, layout="panels").dense(x, panels, 1, (203,), jnp.float32))
     got = run(x)
     assert got.dtype == jnp.float32 and kernels.BF16_TARGET in run.lower(x).as_text()
     want = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T  # the bfloat16 values, summed exactly
@@ -169,12 +116,12 @@ def test_decode_attention_reads_a_bfloat16_cache():
     k, v = (jax.random.normal(jax.random.key(i), (B, KV, M, D)).astype(jnp.bfloat16) for i in (1, 2))
     got = jax.jit(kernels.decode_attention, static_argnums=4)(q, k, v, jnp.int32(length), D ** -0.5)
     f32 = lambda a: a.astype(jnp.float32)
-    want = cached_attention(f32(q).reshape(B, 1, KV * G, D), f32(k), f32(v), (jnp.arange(M) < length)[None],
+    want = einsum_attention(f32(q).reshape(B, 1, KV * G, D), f32(k), f32(v), (jnp.arange(M) < length)[None, None, None],
                             D ** -0.5).reshape(B, KV, G, D)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_calling_a_switched_off_kernel_says_so(monkeypatch):
     monkeypatch.setenv("AR_JAX_NATIVE_KERNELS", "0")
-    with pytest.raises(RuntimeError, match="AR_JAX_NATIVE_KERNELS=0.*usable"):
+    with pytest.raises(RuntimeError, match="AR_JAX_NATIVE_KERNELS=0.*for_arrays"):
         kernels.rows_gemv(jnp.ones((1, 3, 16)), jnp.ones((2, 3)), 16)

@@ -8,22 +8,14 @@ import numpy as np
 import pytest
 
 import ar_jax
+from ar_jax import decode
 from ar_jax.config import load_config_file
 from ar_jax.data.sources import get_dataset
+from ar_jax.decode import maskgit as maskgit_decode
 from ar_jax.models import maskgit
-from ar_jax.models.transformer import TransformerConfig
 from ar_jax.training import trainer
 from ar_jax.training.metrics import read_metrics
-
-
-def make_maskgit(**overrides):
-    """A tiny random MaskGIT `(cfg, params)` over 12 image tokens (+ [MASK]), 16 positions, 3 classes."""
-    kw = dict(vocab_size=13, seq_len=16, num_classes=3, dim=32, num_layers=1, num_heads=4, mlp_dim=48, causal=False)
-    kw.update(overrides)
-    cfg = maskgit.MaskGITConfig(TransformerConfig(**kw))
-    params = jax.jit(lambda r: cfg.init(r)[0])(jax.random.key(0))
-    params["output"] = jax.random.normal(jax.random.key(1), params["output"].shape) * 0.5
-    return cfg, params
+from tests.helpers import make_maskgit
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +46,8 @@ def check_history(tokens, hist, given, known, mask_id):
     (8, {}), (16, {"greedy": True, "cfg_scale": 2.0, "choice_temperature": 0.0})])
 def test_each_step_reveals_exactly_the_scheduled_count(tiny, steps, settings):
     cfg, params = tiny
-    tokens, hist = cfg.generate(params, [0, 1, 2], jax.random.key(3), steps=steps, return_history=True, **settings)
+    tokens, hist = decode.generate(params, cfg, [0, 1, 2], jax.random.key(3), steps=steps, return_history=True,
+                                   **settings)
     masks = np.asarray(hist[1])
     assert masks.shape == (steps, 3, 16)
     assert [int(c) for c in masks[:, 0].sum(-1)] == expected_masked(16, steps)
@@ -71,14 +64,15 @@ def test_inpainting_keeps_the_given_tokens_and_schedules_the_rest(tiny):
     known[0, rng.choice(16, 5, replace=False)] = True
     known[1, :12] = True
     known[2] = True
-    tokens, hist = cfg.generate(params, [2, 0, 1], jax.random.key(1), steps=8, given=given, known=known,
+    tokens, hist = decode.generate(params, cfg, [2, 0, 1], jax.random.key(1), steps=8, given=given, known=known,
                                 return_history=True)
     masks = np.asarray(hist[1])
     for row in range(3):
         assert [int(c) for c in masks[:, row].sum(-1)] == expected_masked(int((~known[row]).sum()), 8)
     check_history(tokens, hist, given, known, cfg.mask_id)
     np.testing.assert_array_equal(np.asarray(tokens)[known], given[known])
-    completed = cfg.generate(params, [2, 0, 1], jax.random.key(1), steps=8, prefix=given[:, :7], return_history=True)[0]
+    completed = decode.generate(params, cfg, [2, 0, 1], jax.random.key(1), steps=8, prefix=given[:, :7],
+                                return_history=True)[0]
     np.testing.assert_array_equal(np.asarray(completed)[:, :7], given[:, :7])
 
 
@@ -125,10 +119,10 @@ def test_training_loss_is_on_masked_tokens_and_eval_nll_is_deterministic(tiny):
 def test_bad_settings_raise_before_compiling(tiny, kwargs, match):
     cfg, params = tiny
     kwargs = {"labels": [0], **kwargs}
-    before = maskgit._decode._cache_size()
+    before = maskgit_decode._decode._cache_size()
     with pytest.raises(ValueError, match=match):
-        cfg.generate(params, kwargs.pop("labels"), jax.random.key(0), **kwargs)
-    assert maskgit._decode._cache_size() == before
+        decode.generate(params, cfg, kwargs.pop("labels"), jax.random.key(0), **kwargs)
+    assert maskgit_decode._decode._cache_size() == before
 
 
 def test_smoke_run_lowers_the_loss_loads_samples_and_inpaints(tmp_path):

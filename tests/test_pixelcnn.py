@@ -6,19 +6,11 @@ import numpy as np
 import pytest
 
 import ar_jax
-from ar_jax.models.pixelcnn import PixelCNN, PixelCNNConfig, conv_mask
+from ar_jax import decode
+from ar_jax.models.pixelcnn import PixelCNN, conv_mask
 from ar_jax.training import trainer
 from ar_jax.training.metrics import read_metrics
-from tests.conftest import smoke_config
-
-
-def make_test_pixelcnn(**overrides):
-    """A tiny random (gated) PixelCNN `(cfg, params)` on 6x6x3 tokens, 3x3 kernels everywhere."""
-    kw = dict(vocab_size=5, token_shape=(6, 6, 3), num_classes=3, kind="gated", features=12, num_layers=4,
-              kernel_size=3, first_kernel_size=3, embed_dim=2)
-    kw.update(overrides)
-    cfg = PixelCNNConfig(**kw)
-    return cfg, cfg.init(jax.random.key(0))[0]
+from tests.helpers import make_test_pixelcnn, smoke_config
 
 
 def dependence(cfg, params):
@@ -84,28 +76,30 @@ def test_token_nll_shape_and_dropout():
 @pytest.mark.parametrize("kind", ["pixelcnn", "gated"])
 def test_sampler_shape_range_and_seed(kind):
     cfg, params = make_test_pixelcnn(kind=kind, token_shape=(4, 4, 3), num_layers=2)
-    toks = cfg.generate(params, [0, 2], jax.random.key(5), cfg_scale=2.0, temperature=0.8)
+    toks = decode.generate(params, cfg, [0, 2], jax.random.key(5), cfg_scale=2.0, temperature=0.8)
     assert toks.shape == (2, 48) and toks.dtype == jnp.int32
     assert 0 <= int(toks.min()) and int(toks.max()) < cfg.vocab_size
-    np.testing.assert_array_equal(toks, cfg.generate(params, [0, 2], jax.random.key(5), cfg_scale=2.0,
+    np.testing.assert_array_equal(toks, decode.generate(params, cfg, [0, 2], jax.random.key(5), cfg_scale=2.0,
                                                      temperature=0.8))
-    assert not np.array_equal(toks, cfg.generate(params, [0, 2], jax.random.key(6), cfg_scale=2.0, temperature=0.8))
+    other = decode.generate(params, cfg, [0, 2], jax.random.key(6), cfg_scale=2.0, temperature=0.8)
+    assert not np.array_equal(toks, other)
     prefix = np.asarray(toks[:, :10])
-    np.testing.assert_array_equal(cfg.generate(params, [1, 1], jax.random.key(7), prefix=prefix)[:, :10], prefix)
+    again = decode.generate(params, cfg, [1, 1], jax.random.key(7), prefix=prefix)
+    np.testing.assert_array_equal(again[:, :10], prefix)
 
 
 def test_greedy_sampling_picks_the_argmax_of_each_conditional():
     cfg, params = make_test_pixelcnn(token_shape=(3, 3, 3), num_layers=2)
-    toks = cfg.generate(params, [1], jax.random.key(0), greedy=True)
+    toks = decode.generate(params, cfg, [1], jax.random.key(0), greedy=True)
     np.testing.assert_array_equal(jnp.argmax(cfg.logits(params, toks, jnp.array([1])), -1), toks)
 
 
 def test_bad_labels_and_settings_are_refused():
     cfg, params = make_test_pixelcnn(token_shape=(3, 3, 3), num_layers=2)
     with pytest.raises(ValueError, match="label 3 is outside"):
-        cfg.generate(params, [3], jax.random.key(0))
+        decode.generate(params, cfg, [3], jax.random.key(0))
     with pytest.raises(ValueError, match="temperature"):
-        cfg.generate(params, [0], jax.random.key(0), temperature=0.0)
+        decode.generate(params, cfg, [0], jax.random.key(0), temperature=0.0)
     with pytest.raises(ValueError, match="features=10"):
         make_test_pixelcnn(features=10)
 

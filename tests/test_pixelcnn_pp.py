@@ -10,28 +10,17 @@ import numpy as np
 import pytest
 
 import ar_jax
+from ar_jax import decode
 from ar_jax.models.pixelcnn_pp import PixelCNNPP, PixelCNNPPConfig, conditional_logits, log_marginals
 from ar_jax.training import trainer
 from ar_jax.training.metrics import read_metrics
-from tests.conftest import smoke_config
+from tests.helpers import make_test_pp, smoke_config
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def mixture_fns(out, tokens, levels, mixtures):
     """`(conditional_logits [N, C, L], log_marginals [N, C])` of mixture parameters `out [N, P]`, jitted once."""
     return conditional_logits(out, tokens, levels, mixtures), log_marginals(out, tokens, levels, mixtures)
-
-
-def make_test_pp(**overrides):
-    """A tiny random PixelCNN++ `(cfg, params)` on 4x4x3 tokens of 5 levels; noisy weights so outputs vary."""
-    kw = dict(vocab_size=5, token_shape=(4, 4, 3), num_classes=3, features=8, num_resnets=1, num_stages=2,
-              num_mixtures=3)
-    kw.update(overrides)
-    cfg = PixelCNNPPConfig(**kw)
-    params = cfg.init(jax.random.key(0))[0]
-    leaves, tree = jax.tree.flatten(params)
-    noise = [0.2 * jax.random.normal(jax.random.key(i), x.shape) for i, x in enumerate(leaves)]
-    return cfg, jax.tree.unflatten(tree, [x + n for x, n in zip(leaves, noise)])
 
 
 def brute_force_joint(out, levels, mixtures, channels):
@@ -130,23 +119,23 @@ def test_channel_conditionals_follow_r_g_b():
 
 def test_sampler_shape_seed_prefix_and_greedy():
     cfg, params = make_test_pp(token_shape=(2, 2, 3))
-    toks = cfg.generate(params, [0, 2], jax.random.key(5), cfg_scale=2.0, temperature=0.8)
+    toks = decode.generate(params, cfg, [0, 2], jax.random.key(5), cfg_scale=2.0, temperature=0.8)
     assert toks.shape == (2, 12) and toks.dtype == jnp.int32
     assert 0 <= int(toks.min()) and int(toks.max()) < cfg.vocab_size
-    np.testing.assert_array_equal(toks, cfg.generate(params, [0, 2], jax.random.key(5), cfg_scale=2.0,
+    np.testing.assert_array_equal(toks, decode.generate(params, cfg, [0, 2], jax.random.key(5), cfg_scale=2.0,
                                                      temperature=0.8))
     prefix = np.asarray(toks[:, :4])  # ends inside pixel 1
-    again = cfg.generate(params, [1, 1], jax.random.key(7), prefix=prefix, cfg_scale=2.0, temperature=0.8)
+    again = decode.generate(params, cfg, [1, 1], jax.random.key(7), prefix=prefix, cfg_scale=2.0, temperature=0.8)
     np.testing.assert_array_equal(again[:, :4], prefix)
     assert not np.array_equal(again, toks)
-    greedy = cfg.generate(params, [1], jax.random.key(0), greedy=True)
+    greedy = decode.generate(params, cfg, [1], jax.random.key(0), greedy=True)
     np.testing.assert_array_equal(jnp.argmax(jax.jit(cfg.logits)(params, greedy, jnp.array([1])), -1), greedy)
 
 
 def test_bad_settings_are_refused():
     cfg, params = make_test_pp(token_shape=(2, 2, 3))
     with pytest.raises(ValueError, match="label 3 is outside"):
-        cfg.generate(params, [3], jax.random.key(0))
+        decode.generate(params, cfg, [3], jax.random.key(0))
     with pytest.raises(ValueError, match="num_stages=3"):
         PixelCNNPPConfig(vocab_size=5, token_shape=(6, 6, 3), num_classes=0, num_stages=3).validate()
 

@@ -5,11 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ar_jax import processors as proc
-from ar_jax import sampling
+from ar_jax.decode import processors as proc
+from ar_jax.decode import sampling
+from ar_jax.decode.sampling import generate
 from ar_jax.models.transformer import Transformer
-from ar_jax.sampling import generate
-from tests.conftest import make_test_model
+from tests.helpers import make_test_model
 
 CTX = proc.Context(jnp.int32(0), 8)
 

@@ -8,7 +8,7 @@ import pytest
 import ar_jax
 from ar_jax.training import trainer
 from ar_jax.training.steps import ema_decay_at, loss_and_grads
-from tests.conftest import make_test_model, smoke_config
+from tests.helpers import make_test_model, smoke_config
 
 
 def test_accumulated_gradients_equal_large_batch_gradients():

@@ -17,7 +17,7 @@ import ar_jax
 from ar_jax.training import trainer
 from ar_jax.training.checkpoints import Checkpointer
 from ar_jax.training.metrics import read_metrics
-from tests.conftest import smoke_config
+from tests.helpers import smoke_config
 
 ROOT = Path(__file__).parent.parent
 ARGS = ["--config", "configs/digits_pixels.py:smoke", "--config.num_train_steps=80", "--config.checkpoint_every=4",

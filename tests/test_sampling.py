@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ar_jax import sampling
-from ar_jax.sampling import generate, guide, top_k_filter, top_p_filter
-from tests.conftest import make_test_model
+from ar_jax.decode import sampling
+from ar_jax.decode.sampling import generate, guide, top_k_filter, top_p_filter
+from tests.helpers import make_test_model
 
 
 def test_top_k_one_equals_greedy(tiny):
@@ -120,7 +120,7 @@ def test_temperature_zero_is_fine_with_greedy(tiny):
 
 @pytest.mark.parametrize("shape, k", [((4, 1000), 1), ((4, 1000), 137), ((4, 1000), 1000), ((2, 7), 3)])
 def test_kth_largest_by_bisection_equals_lax_top_k(shape, k):
-    from ar_jax.processors import kth_largest
+    from ar_jax.decode.processors import kth_largest
 
     x = jax.random.normal(jax.random.key(k), shape) * 7
     x = x.at[0, :3].set(-jnp.inf).at[1, 1].set(x[1, 4]).at[1, 2].set(-0.0).at[1, 3].set(0.0)  # -inf, ties, ±0

@@ -123,7 +123,7 @@ def test_two_processes_over_127_0_0_1_match_one_process(runs, tmp_path):
 
 def test_bfloat16_compute_keeps_float32_parameters_logits_and_loss():
     from ar_jax.models.transformer import Transformer
-    from tests.conftest import make_test_model
+    from tests.helpers import make_test_model
 
     cfg, params = make_test_model(dtype="bfloat16")
     assert all(p.dtype == np.float32 for p in jax.tree.leaves(params))

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ar_jax import processors, sampling, speculative
+from ar_jax.decode import processors, sampling, speculative
 from ar_jax.models.transformer import Transformer
-from tests.conftest import make_test_model
+from tests.helpers import make_test_model
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 import ar_jax
-from ar_jax import sampling
 from ar_jax.config import apply_overrides, load_config_file
 from ar_jax.data.pipeline import batch_indices
+from ar_jax.decode import sampling
 from ar_jax.training import trainer
 from ar_jax.training.metrics import read_metrics
-from tests.conftest import smoke_config
+from tests.helpers import smoke_config
 
 
 def test_loss_falls_on_a_tiny_run(tmp_path):

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ar_jax import kernels
-from ar_jax.tokenizers import winograd
+from ar_jax import backends
+from ar_jax.backends.cpu import CpuBackend, kernels, winograd
 from ar_jax.tokenizers.vq import Conv3x3
-from tests.test_kernels import built
+from tests.helpers import kernels_built as built
 
 
 def draw(shape: tuple[int, int, int, int], features: int, seed: int = 0):
@@ -45,15 +45,17 @@ def test_values_and_gradients_are_the_direct_convolutions(shape, features):
         np.testing.assert_allclose(a, c, atol=3e-5 * float(jnp.abs(c).max()), rtol=0)
 
 
-def test_off_the_fast_path_it_is_the_direct_convolution(monkeypatch):
+def test_off_the_fast_path_it_is_the_direct_convolution():
     x, k, b = draw((2, 8, 8, 3), 5)
     bf = [a.astype(jnp.bfloat16) for a in (x, k, b)]
+    on = CpuBackend(native=kernels.available())
     assert not winograd.applies(bf[0], bf[1])
-    np.testing.assert_array_equal(winograd.conv3x3(*bf), winograd.direct(*bf))
-    monkeypatch.setenv("AR_JAX_NATIVE_KERNELS", "0")
-    assert not winograd.applies(x, k)
-    assert "ar_jax_winograd" not in jax.jit(lambda *a: winograd.conv3x3(*a)).lower(x, k, b).as_text()  # new trace
-    np.testing.assert_array_equal(winograd.conv3x3(x, k, b), winograd.direct(x, k, b))
+    np.testing.assert_array_equal(on.conv3x3(*bf), winograd.direct(*bf))
+    off = CpuBackend(native=False)  # the kernels switched off: the direct convolution
+    assert "ar_jax_winograd" not in jax.jit(off.conv3x3).lower(x, k, b).as_text()
+    assert ("ar_jax_winograd" in jax.jit(on.conv3x3).lower(x, k, b).as_text()) == on.native
+    np.testing.assert_array_equal(off.conv3x3(x, k, b), winograd.direct(x, k, b))
+    np.testing.assert_array_equal(backends.XLA.conv3x3(x, k, b), winograd.direct(x, k, b))
 
 
 def test_kernel_transform_is_g_g_gt():

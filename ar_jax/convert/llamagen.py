@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ar_jax import sampling
 from ar_jax.convert.torch_pickle import load_torch_zip
+from ar_jax.decode import sampling
 from ar_jax.models.transformer import DecodingCache, Transformer, TransformerConfig
 from ar_jax.tokenizers import vq as vqlib
 
@@ -260,8 +260,8 @@ class LlamaGenGPT:
         then temperature, top-k (clamped to the vocabulary), top-p. With `return_logits` also the
         (guided) logits each token was drawn from, `[B, block_size - P, V]`.
         """
-        cfg, params = self._decoding.get(self.cfg, self.params)  # the decode layout, once per params object
-        return sampling.generate(params, cfg, labels, jax.random.key(seed), prefix=prefix,
+        params = self._decoding.get(self.params)  # prepared for the backend, once per params object
+        return sampling.generate(params, self.cfg, labels, jax.random.key(seed), prefix=prefix,
                                  temperature=temperature, top_k=min(int(top_k), self.cfg.vocab_size), top_p=top_p,
                                  greedy=greedy, cfg_scale=cfg_scale if cfg_scale > 1.0 else 1.0,
                                  return_logits=return_logits)

@@ -8,17 +8,20 @@ from typing import Any
 import jax
 import numpy as np
 
+from ar_jax import backends
+from ar_jax.backends import Backend
 from ar_jax.models.transformer import TransformerConfig
 from ar_jax.training.steps import example_nll
 
-_nll = jax.jit(example_nll, static_argnames=("cfg",))
+_nll = jax.jit(example_nll, static_argnames=("cfg", "backend"))
 EVAL_TOKENS = 16384  # tokens per evaluation batch by default (256 images of 64 tokens; 5 of 3072)
 
 
 def nll_nats(params: Any, cfg: TransformerConfig, tokens: np.ndarray, labels: np.ndarray,
-             batch_size: int | None = None) -> np.ndarray:
+             batch_size: int | None = None, backend: Backend | None = None) -> np.ndarray:
     """NLL in nats of each image, `[N]`; evaluated in fixed-size padded batches (one compilation), by default of
-    `EVAL_TOKENS` tokens (attention over long sequences holds `[B, heads, T, T]`)."""
+    `EVAL_TOKENS` tokens (attention over long sequences holds `[B, heads, T, T]`). `backend`: where the params live."""
+    backend = backend or backends.for_arrays(params)
     n = tokens.shape[0]
     batch_size = batch_size or max(1, min(256, EVAL_TOKENS // tokens.shape[1]))
     bs = min(batch_size, n)
@@ -29,14 +32,14 @@ def nll_nats(params: Any, cfg: TransformerConfig, tokens: np.ndarray, labels: np
         if pad:
             t = np.concatenate([t, np.repeat(t[:1], pad, 0)])
             lab = np.concatenate([lab, np.repeat(lab[:1], pad, 0)])
-        out.append(np.asarray(_nll(params, {"tokens": t, "labels": lab}, cfg=cfg))[: bs - pad])
+        out.append(np.asarray(_nll(params, {"tokens": t, "labels": lab}, cfg=cfg, backend=backend))[: bs - pad])
     return np.concatenate(out)
 
 
 def bits_per_dim(params: Any, cfg: TransformerConfig, tokens: np.ndarray, labels: np.ndarray,
-                 dims_per_image: int, batch_size: int | None = None) -> np.ndarray:
+                 dims_per_image: int, batch_size: int | None = None, backend: Backend | None = None) -> np.ndarray:
     """Bits per dimension of each image, `[N]`."""
-    return nll_nats(params, cfg, tokens, labels, batch_size) / (dims_per_image * math.log(2))
+    return nll_nats(params, cfg, tokens, labels, batch_size, backend) / (dims_per_image * math.log(2))
 
 
 def independent_pixel_bpd(train: np.ndarray, test: np.ndarray, levels: int) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -42,6 +42,8 @@ class PixelCNNConfig:
     first_kernel_size: int = 7  # odd; kernel of the mask-A first layer
     embed_dim: int = 16  # input embedding per subpixel token
     dropout: float = 0.0  # on each layer's output before its residual add (training only)
+
+    exact_likelihood: ClassVar[bool] = True  # token_nll is the exact NLL (the model-family protocol)
 
     def replace(self, **kw: Any) -> PixelCNNConfig:
         return dataclasses.replace(self, **kw)
@@ -79,24 +81,10 @@ class PixelCNNConfig:
                                    rngs=None if rng is None else {"dropout": rng})
         return out.reshape(tokens.shape[0], self.seq_len, self.vocab_size)
 
-    def token_nll(self, params: Any, tokens: Array, labels: Array, rng: Array | None = None) -> Array:
+    def token_nll(self, params: Any, tokens: Array, labels: Array, rng: Array | None = None,
+                  backend: Any = None) -> Array:
         """NLL in nats of each subpixel token `[B, H*W*C]` (dropout on when rng is given)."""
         return losses.token_nll(self.logits(params, tokens, labels, rng), tokens)
-
-    def generate(self, params: Any, labels: Any, rng: Array, *, prefix: Any = None, temperature: float = 1.0,
-                 top_k: int = 0, top_p: float = 1.0, greedy: bool = False, cfg_scale: float = 1.0) -> Array:
-        """Sampled tokens `[B, seq_len]` for class `labels [B]`, one compiled `fori_loop` over subpixels.
-
-        Each step re-runs the conv stack on the tokens so far (cheap for small images). `prefix [B, P]`
-        fixes the first P tokens; `cfg_scale != 1` guides with the null class.
-        """
-        from ar_jax.processors import uses_guidance
-
-        labels, tokens, start = prepare_generation(self, labels, prefix, temperature, top_k, top_p, greedy, cfg_scale)
-        return _sample(params, jnp.asarray(labels), jnp.asarray(tokens), rng, jnp.float32(max(temperature, 1e-5)),
-                       jnp.float32(top_p), jnp.float32(cfg_scale), cfg=self, start=start,
-                       top_k=int(top_k), use_top_p=top_p < 1.0, greedy=bool(greedy),
-                       use_cfg=uses_guidance(cfg_scale))
 
     def validate(self) -> None:
         """Raise ValueError naming the bad field and the fix."""
@@ -117,28 +105,6 @@ class PixelCNNConfig:
             raise ValueError(f"num_layers={self.num_layers} and embed_dim={self.embed_dim} must be >= 1.")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1).")
-
-
-def prepare_generation(cfg: Any, labels: Any, prefix: Any, temperature: float, top_k: int, top_p: float,
-                       greedy: bool, cfg_scale: Any) -> tuple[np.ndarray, np.ndarray, int]:
-    """Checked `(labels [B], tokens [B, seq_len] with the prefix written, prefix length)` for a pixel family's
-    `generate`; ValueError naming the bad setting, before anything is compiled."""
-    from ar_jax.sampling import SamplingParams, check_labels
-
-    SamplingParams(temperature, top_k, top_p, greedy, cfg_scale).validate(cfg.vocab_size)
-    if not isinstance(cfg_scale, (int, float)):
-        raise ValueError(f"cfg_scale={cfg_scale!r}: PixelCNN sampling takes a constant guidance scale.")
-    labels = check_labels(labels, cfg)
-    B, T = labels.shape[0], cfg.seq_len
-    prefix = np.zeros((B, 0), np.int32) if prefix is None else np.asarray(prefix)
-    if prefix.ndim != 2 or prefix.shape[0] != B or prefix.shape[1] >= T:
-        raise ValueError(f"prefix must be [B={B}, P] tokens with P < seq_len={T}, got shape {prefix.shape}.")
-    if prefix.size and (prefix.min() < 0 or prefix.max() >= cfg.vocab_size):
-        raise ValueError(f"prefix tokens must be in [0, vocab_size={cfg.vocab_size}), got "
-                         f"{prefix.min()}..{prefix.max()}.")
-    tokens = np.zeros((B, T), np.int32)
-    tokens[:, : prefix.shape[1]] = prefix
-    return labels, tokens, int(prefix.shape[1])
 
 
 def channel_groups(n: int, groups: int, repeat: int = 1) -> np.ndarray:
@@ -260,26 +226,3 @@ def _init_boxed(cfg: PixelCNNConfig, rng: Array) -> Any:
     x = jnp.zeros((1, h, w, c * cfg.embed_dim), jnp.float32)
     net = PixelCNN(cfg).init(r_net, x, jnp.zeros((1,), jnp.int32))["params"]
     return {"embedding": table, "net": net}
-
-
-@functools.partial(jax.jit, static_argnames=("cfg", "start", "top_k", "use_top_p", "greedy", "use_cfg"))
-def _sample(params: Any, labels: Array, tokens: Array, rng: Array, temperature: Array, top_p: Array,
-            cfg_scale: Array, *, cfg: PixelCNNConfig, start: int, top_k: int, use_top_p: bool, greedy: bool,
-            use_cfg: bool) -> Array:
-    """tokens `[B, T]` (first `start` given) -> all T sampled; one `fori_loop` step per subpixel."""
-    from ar_jax.processors import guide
-    from ar_jax.sampling import sample_token
-
-    if use_cfg:
-        labels = jnp.concatenate([labels, jnp.full_like(labels, cfg.null_label)])
-
-    def step(t, tokens):
-        feed = jnp.concatenate([tokens, tokens]) if use_cfg else tokens
-        logits = jax.lax.dynamic_index_in_dim(cfg.logits(params, feed, labels), t, axis=1, keepdims=False)
-        if use_cfg:
-            logits = guide(logits, cfg_scale)  # [B, V]
-        tok = sample_token(logits, jax.random.fold_in(rng, t), temperature, top_p, top_k=top_k,
-                           use_top_p=use_top_p, greedy=greedy)
-        return jax.lax.dynamic_update_index_in_dim(tokens, tok, t, axis=1)
-
-    return jax.lax.fori_loop(start, cfg.seq_len, step, tokens)

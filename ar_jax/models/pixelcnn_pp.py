@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ar_jax import axes
-from ar_jax.models.pixelcnn import prepare_generation
 
 Array = jax.Array
 MIN_LOG_SCALE, MAX_LOG_SCALE = -7.0, 7.0  # as PixelCNN++ below; above: wider than [-1, 1] many times over
@@ -45,6 +44,8 @@ class PixelCNNPPConfig:
     num_stages: int = 3  # resolutions: H, H/2, ..., H/2**(num_stages-1)
     num_mixtures: int = 5  # logistic components per pixel
     dropout: float = 0.0  # inside each gated resnet block (training only)
+
+    exact_likelihood: ClassVar[bool] = True  # token_nll is the exact NLL (the model-family protocol)
 
     def replace(self, **kw: Any) -> PixelCNNPPConfig:
         return dataclasses.replace(self, **kw)
@@ -94,29 +95,14 @@ class PixelCNNPPConfig:
         lp = conditional_logits(out, tokens.reshape(-1, h, w, c), self.vocab_size, self.num_mixtures)
         return lp.reshape(tokens.shape[0], self.seq_len, self.vocab_size)
 
-    def token_nll(self, params: Any, tokens: Array, labels: Array, rng: Array | None = None) -> Array:
+    def token_nll(self, params: Any, tokens: Array, labels: Array, rng: Array | None = None,
+                  backend: Any = None) -> Array:
         """NLL in nats of each subpixel token `[B, H*W*C]`: differences of log-marginals within a pixel."""
         out = self.mixture(params, tokens, labels, rng)
         h, w, c = self.token_shape
         marg = log_marginals(out, tokens.reshape(-1, h, w, c), self.vocab_size, self.num_mixtures)  # [B,H,W,C]
         prev = jnp.concatenate([jnp.zeros_like(marg[..., :1]), marg[..., :-1]], axis=-1)
         return (prev - marg).reshape(tokens.shape[0], self.seq_len)
-
-    def generate(self, params: Any, labels: Any, rng: Array, *, prefix: Any = None, temperature: float = 1.0,
-                 top_k: int = 0, top_p: float = 1.0, greedy: bool = False, cfg_scale: float = 1.0) -> Array:
-        """Sampled tokens `[B, seq_len]` for class `labels [B]`: one compiled `fori_loop` over pixels.
-
-        Each step runs the network once and draws the pixel's channels in order R -> G -> B, each from its exact
-        conditional over the levels (the mixture with its components weighted by the channels already drawn,
-        which is the same distribution as drawing a component and then each channel). Settings act on those
-        conditionals as on a categorical model's logits; `prefix [B, P]` fixes the first P tokens.
-        """
-        from ar_jax.processors import uses_guidance
-
-        labels, tokens, start = prepare_generation(self, labels, prefix, temperature, top_k, top_p, greedy, cfg_scale)
-        return _sample(params, jnp.asarray(labels), jnp.asarray(tokens), rng, jnp.float32(max(temperature, 1e-5)),
-                       jnp.float32(top_p), jnp.float32(cfg_scale), jnp.int32(start), cfg=self, top_k=int(top_k),
-                       use_top_p=top_p < 1.0, greedy=bool(greedy), use_cfg=uses_guidance(cfg_scale))
 
     def validate(self) -> None:
         """Raise ValueError naming the bad field and the fix."""
@@ -366,36 +352,3 @@ def _init_boxed(cfg: PixelCNNPPConfig, rng: Array) -> Any:
     values = [init_std(tuple(k.key for k in path if hasattr(k, "key")), x.shape) * zi.reshape(x.shape)
               for (path, x), zi in zip(leaves, z)]
     return jax.tree.unflatten(jax.tree.structure(boxed), values)
-
-
-@functools.partial(jax.jit, static_argnames=("cfg", "top_k", "use_top_p", "greedy", "use_cfg"))
-def _sample(params: Any, labels: Array, tokens: Array, rng: Array, temperature: Array, top_p: Array,
-            cfg_scale: Array, start: Array, *, cfg: PixelCNNPPConfig, top_k: int, use_top_p: bool, greedy: bool,
-            use_cfg: bool) -> Array:
-    """tokens `[B, T]` (first `start` given) -> all T sampled; one `fori_loop` step (one network run) per pixel."""
-    from ar_jax.processors import guide
-    from ar_jax.sampling import sample_token
-
-    B, C, V = tokens.shape[0], cfg.token_shape[2], cfg.vocab_size
-    if use_cfg:
-        labels = jnp.concatenate([labels, jnp.full_like(labels, cfg.null_label)])
-
-    def step(p, tokens):
-        feed = jnp.concatenate([tokens, tokens]) if use_cfg else tokens
-        out = cfg.mixture(params, feed, labels).reshape(feed.shape[0], -1, cfg.num_outputs)
-        out = jax.lax.dynamic_index_in_dim(out, p, axis=1, keepdims=False)  # [B', P]
-        for c in range(C):
-            pixel = jax.lax.dynamic_slice_in_dim(tokens, p * C, C, axis=1)  # [B, C]: channels < c drawn already
-            feed_pixel = jnp.concatenate([pixel, pixel]) if use_cfg else pixel
-            logits = conditional_logits(out, feed_pixel, V, cfg.num_mixtures)[:, c]  # [B', V]
-            if use_cfg:
-                logits = guide(logits, cfg_scale)
-            t = p * C + c
-            tok = sample_token(logits, jax.random.fold_in(rng, t), temperature, top_p, top_k=top_k,
-                               use_top_p=use_top_p, greedy=greedy)
-            tok = jnp.where(t < start, tokens[:, t], tok)  # keep the prefix
-            tokens = jax.lax.dynamic_update_index_in_dim(tokens, tok, t, axis=1)
-        return tokens
-
-    del B
-    return jax.lax.fori_loop(start // C, cfg.seq_len // C, step, tokens)

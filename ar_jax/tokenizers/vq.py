@@ -18,8 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ar_jax.compile_options import cpu_jit
-from ar_jax.tokenizers import winograd
+from ar_jax import backends
+from ar_jax.backends import Backend
 
 Array = jax.Array
 
@@ -78,25 +78,26 @@ class VQConfig:
 
 
 class Conv3x3(nn.Module):
-    """nn.Conv's 'same' 3x3 stride-1 convolution (same parameters, names and initialisers) through
-    `winograd.conv3x3`: a quarter of the multiplications on CPU, `lax.conv` elsewhere."""
+    """nn.Conv's 'same' 3x3 stride-1 convolution (same parameters, names and initialisers) through the backend's
+    `conv3x3` (on CPU Winograd's, a quarter of the multiplications; `lax.conv` elsewhere)."""
 
     features: int
     dtype: Any
+    backend: Backend = backends.XLA
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        return winograd.conv3x3(x, kernel, bias)
+        return self.backend.conv3x3(x, kernel, bias)
 
 
-def _conv(cfg: VQConfig, features: int, kernel: int, name: str | None = None, stride: int = 1,
+def _conv(cfg: VQConfig, backend: Backend, features: int, kernel: int, name: str | None = None, stride: int = 1,
           padding: Any = None) -> nn.Module:
     pad = kernel // 2 if padding is None else padding
     if kernel == 3 and stride == 1 and pad == 1:
-        return Conv3x3(features, jnp.dtype(cfg.dtype), name=name)
+        return Conv3x3(features, jnp.dtype(cfg.dtype), backend, name=name)
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=pad, dtype=jnp.dtype(cfg.dtype),
                    name=name)
 
@@ -110,16 +111,17 @@ class ResnetBlock(nn.Module):
     """norm-swish-conv-norm-swish-dropout-conv plus a 1x1 `nin_shortcut` when the width changes."""
 
     cfg: VQConfig
+    backend: Backend
     out_ch: int
 
     @nn.compact
     def __call__(self, x: Array, deterministic: bool = True) -> Array:
-        h = _conv(self.cfg, self.out_ch, 3, "conv1")(nn.swish(_norm(self.cfg, "norm1")(x)))
+        h = _conv(self.cfg, self.backend, self.out_ch, 3, "conv1")(nn.swish(_norm(self.cfg, "norm1")(x)))
         h = nn.swish(_norm(self.cfg, "norm2")(h))
         h = nn.Dropout(self.cfg.dropout)(h, deterministic=deterministic)
-        h = _conv(self.cfg, self.out_ch, 3, "conv2")(h)
+        h = _conv(self.cfg, self.backend, self.out_ch, 3, "conv2")(h)
         if x.shape[-1] != self.out_ch:
-            x = _conv(self.cfg, self.out_ch, 1, "nin_shortcut")(x)
+            x = _conv(self.cfg, self.backend, self.out_ch, 1, "nin_shortcut")(x)
         return x + h
 
 
@@ -127,43 +129,47 @@ class AttnBlock(nn.Module):
     """Single-head self-attention over all `h*w` positions, 1x1 q/k/v/proj_out, residual."""
 
     cfg: VQConfig
+    backend: Backend
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         B, H, W, C = x.shape
         h = _norm(self.cfg, "norm")(x)
-        q, k, v = (_conv(self.cfg, C, 1, n)(h).reshape(B, H * W, C) for n in ("q", "k", "v"))
+        q, k, v = (_conv(self.cfg, self.backend, C, 1, n)(h).reshape(B, H * W, C) for n in ("q", "k", "v"))
         w = jnp.einsum("bic,bjc->bij", q, k, preferred_element_type=jnp.float32) * C ** -0.5  # [B, HW, HW]
         h = jnp.einsum("bij,bjc->bic", jax.nn.softmax(w, axis=-1).astype(v.dtype), v).reshape(B, H, W, C)
-        return x + _conv(self.cfg, C, 1, "proj_out")(h)
+        return x + _conv(self.cfg, self.backend, C, 1, "proj_out")(h)
 
 
 class Downsample(nn.Module):
     """Zero-pad right and bottom by one, then a stride-2 3x3 conv: `[B, H, W, C] -> [B, H/2, W/2, C]`."""
 
     cfg: VQConfig
+    backend: Backend
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
-        return _conv(self.cfg, x.shape[-1], 3, "conv", stride=2, padding=0)(x)
+        return _conv(self.cfg, self.backend, x.shape[-1], 3, "conv", stride=2, padding=0)(x)
 
 
 class Upsample(nn.Module):
     """Nearest-neighbour x2, then a 3x3 conv: `[B, H, W, C] -> [B, 2H, 2W, C]`."""
 
     cfg: VQConfig
+    backend: Backend
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-        return _conv(self.cfg, x.shape[-1], 3, "conv")(x)
+        return _conv(self.cfg, self.backend, x.shape[-1], 3, "conv")(x)
 
 
 class _Level(nn.Module):
     """One resolution level: res blocks, each followed by attention at the lowest resolution, then resampling."""
 
     cfg: VQConfig
+    backend: Backend
     out_ch: int
     num_blocks: int
     attn: bool
@@ -172,54 +178,56 @@ class _Level(nn.Module):
     @nn.compact
     def __call__(self, x: Array, deterministic: bool) -> Array:
         for i in range(self.num_blocks):
-            x = ResnetBlock(self.cfg, self.out_ch, name=f"res_{i}")(x, deterministic)
+            x = ResnetBlock(self.cfg, self.backend, self.out_ch, name=f"res_{i}")(x, deterministic)
             if self.attn:
-                x = AttnBlock(self.cfg, name=f"attn_{i}")(x)
+                x = AttnBlock(self.cfg, self.backend, name=f"attn_{i}")(x)
         if self.resample == "down":
-            x = Downsample(self.cfg, name="downsample")(x)
+            x = Downsample(self.cfg, self.backend, name="downsample")(x)
         elif self.resample == "up":
-            x = Upsample(self.cfg, name="upsample")(x)
+            x = Upsample(self.cfg, self.backend, name="upsample")(x)
         return x
 
 
-def _mid(cfg: VQConfig, x: Array, width: int, deterministic: bool) -> Array:
-    x = ResnetBlock(cfg, width, name="mid_0")(x, deterministic)
-    x = AttnBlock(cfg, name="mid_1")(x)
-    return ResnetBlock(cfg, width, name="mid_2")(x, deterministic)
+def _mid(cfg: VQConfig, backend: Backend, x: Array, width: int, deterministic: bool) -> Array:
+    x = ResnetBlock(cfg, backend, width, name="mid_0")(x, deterministic)
+    x = AttnBlock(cfg, backend, name="mid_1")(x)
+    return ResnetBlock(cfg, backend, width, name="mid_2")(x, deterministic)
 
 
 class Encoder(nn.Module):
     """images `[B, H, W, in_channels]` -> features `[B, H/f, W/f, z_channels]`, f = cfg.downsample."""
 
     cfg: VQConfig
+    backend: Backend
 
     @nn.compact
     def __call__(self, x: Array, deterministic: bool = True) -> Array:
         cfg, n = self.cfg, len(self.cfg.ch_mult)
-        x = _conv(cfg, cfg.ch, 3, "conv_in")(x)
+        x = _conv(cfg, self.backend, cfg.ch, 3, "conv_in")(x)
         for i, m in enumerate(cfg.ch_mult):
             last = i == n - 1
-            x = _Level(cfg, cfg.ch * m, cfg.num_res_blocks, attn=last, resample=None if last else "down",
+            x = _Level(cfg, self.backend, cfg.ch * m, cfg.num_res_blocks, attn=last, resample=None if last else "down",
                        name=f"conv_blocks_{i}")(x, deterministic)
-        x = _mid(cfg, x, x.shape[-1], deterministic)
-        return _conv(cfg, cfg.z_channels, 3, "conv_out")(nn.swish(_norm(cfg, "norm_out")(x)))
+        x = _mid(cfg, self.backend, x, x.shape[-1], deterministic)
+        return _conv(cfg, self.backend, cfg.z_channels, 3, "conv_out")(nn.swish(_norm(cfg, "norm_out")(x)))
 
 
 class Decoder(nn.Module):
     """features `[B, h, w, z_channels]` -> images `[B, h*f, w*f, out_channels]`; level 0 is the lowest resolution."""
 
     cfg: VQConfig
+    backend: Backend
 
     @nn.compact
     def __call__(self, z: Array, deterministic: bool = True) -> Array:
         cfg, mult = self.cfg, self.cfg.dec_ch_mult
         width = cfg.ch * mult[-1]
-        x = _conv(cfg, width, 3, "conv_in")(z)
-        x = _mid(cfg, x, width, deterministic)
+        x = _conv(cfg, self.backend, width, 3, "conv_in")(z)
+        x = _mid(cfg, self.backend, x, width, deterministic)
         for i, m in enumerate(reversed(mult)):
-            x = _Level(cfg, cfg.ch * m, cfg.num_res_blocks + 1, attn=i == 0,
+            x = _Level(cfg, self.backend, cfg.ch * m, cfg.num_res_blocks + 1, attn=i == 0,
                        resample="up" if i != len(mult) - 1 else None, name=f"conv_blocks_{i}")(x, deterministic)
-        return _conv(cfg, cfg.out_channels, 3, "conv_out")(nn.swish(_norm(cfg, "norm_out")(x)))
+        return _conv(cfg, self.backend, cfg.out_channels, 3, "conv_out")(nn.swish(_norm(cfg, "norm_out")(x)))
 
 
 def l2_normalize(x: Array, eps: float = 1e-12) -> Array:
@@ -282,13 +290,14 @@ class VQModel(nn.Module):
     """The whole tokenizer. `__call__(images)` -> `(recon, codes, aux)` for training; methods for each half."""
 
     cfg: VQConfig
+    backend: Backend = backends.XLA
 
     def setup(self) -> None:
         cfg = self.cfg
-        self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg)
-        self.quant_conv = _conv(cfg, cfg.codebook_embed_dim, 1)
-        self.post_quant_conv = _conv(cfg, cfg.z_channels, 1)
+        self.encoder = Encoder(cfg, self.backend)
+        self.decoder = Decoder(cfg, self.backend)
+        self.quant_conv = _conv(cfg, self.backend, cfg.codebook_embed_dim, 1)
+        self.post_quant_conv = _conv(cfg, self.backend, cfg.z_channels, 1)
         self.quantize = VectorQuantizer(cfg)
 
     def encode(self, images: Array, deterministic: bool = True) -> tuple[Array, Array, dict[str, Array]]:
@@ -321,20 +330,37 @@ def param_shapes(cfg: VQConfig) -> Any:
     return jax.eval_shape(lambda r: init_params(cfg, r, cfg.downsample), jax.random.key(0))
 
 
-@functools.partial(cpu_jit, static_argnames="cfg")
-def encode(params: Any, cfg: VQConfig, images: Array) -> tuple[Array, Array]:
-    """images `[B, H, W, C]` in [-1, 1] -> `(codes [B, h, w] int32, quant [B, h, w, D])`."""
-    quant, codes, _ = VQModel(cfg).apply({"params": params}, images, method=VQModel.encode)
+def _backend(params: Any, backend: Backend | None) -> Backend:
+    return backend or backends.for_arrays(params)
+
+
+@functools.partial(backends.jit, kind="conv", static_argnames=("cfg", "backend"))
+def _encode(params: Any, cfg: VQConfig, images: Array, backend: Backend) -> tuple[Array, Array]:
+    quant, codes, _ = VQModel(cfg, backend).apply({"params": params}, images, method=VQModel.encode)
     return codes, quant
 
 
-@functools.partial(cpu_jit, static_argnames="cfg")
-def decode(params: Any, cfg: VQConfig, quant: Array) -> Array:
+@functools.partial(backends.jit, kind="conv", static_argnames=("cfg", "backend"))
+def _decode(params: Any, cfg: VQConfig, quant: Array, backend: Backend) -> Array:
+    return VQModel(cfg, backend).apply({"params": params}, quant, method=VQModel.decode)
+
+
+@functools.partial(backends.jit, kind="conv", static_argnames=("cfg", "backend"))
+def _decode_codes(params: Any, cfg: VQConfig, codes: Array, backend: Backend) -> Array:
+    return VQModel(cfg, backend).apply({"params": params}, codes, method=VQModel.decode_codes)
+
+
+def encode(params: Any, cfg: VQConfig, images: Array, backend: Backend | None = None) -> tuple[Array, Array]:
+    """images `[B, H, W, C]` in [-1, 1] -> `(codes [B, h, w] int32, quant [B, h, w, D])`; `backend`: default where
+    the params live."""
+    return _encode(params, cfg, images, _backend(params, backend))
+
+
+def decode(params: Any, cfg: VQConfig, quant: Array, backend: Backend | None = None) -> Array:
     """quant `[B, h, w, D]` -> images `[B, H, W, C]` (not clipped)."""
-    return VQModel(cfg).apply({"params": params}, quant, method=VQModel.decode)
+    return _decode(params, cfg, quant, _backend(params, backend))
 
 
-@functools.partial(cpu_jit, static_argnames="cfg")
-def decode_codes(params: Any, cfg: VQConfig, codes: Array) -> Array:
+def decode_codes(params: Any, cfg: VQConfig, codes: Array, backend: Backend | None = None) -> Array:
     """codes `[B, h, w]` -> images `[B, H, W, C]` (not clipped)."""
-    return VQModel(cfg).apply({"params": params}, codes, method=VQModel.decode_codes)
+    return _decode_codes(params, cfg, codes, _backend(params, backend))

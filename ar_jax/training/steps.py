@@ -8,24 +8,23 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ar_jax.models.transformer import TransformerConfig
+from ar_jax.backends import Backend
+from ar_jax.models.family import ModelFamily
 from ar_jax.training.state import TrainState
 
-ModelConfig = TransformerConfig  # or any model family with init / logical_axes / token_nll / generate / null_label
 
-
-def token_nll(params: Any, cfg: ModelConfig, tokens: jax.Array, labels: jax.Array, *,
-              rng: jax.Array | None = None) -> jax.Array:
+def token_nll(params: Any, cfg: ModelFamily, tokens: jax.Array, labels: jax.Array, *,
+              rng: jax.Array | None = None, backend: Backend | None = None) -> jax.Array:
     """NLL in nats of each token `[B, T]` under any model family (dropout on when rng is given)."""
-    return cfg.token_nll(params, tokens, labels, rng)
+    return cfg.token_nll(params, tokens, labels, rng, backend)
 
 
-def loss_and_grads(params: Any, cfg: TransformerConfig, tokens: jax.Array, labels: jax.Array, rng: jax.Array | None,
-                   accum_steps: int = 1) -> tuple[jax.Array, Any]:
+def loss_and_grads(params: Any, cfg: ModelFamily, tokens: jax.Array, labels: jax.Array, rng: jax.Array | None,
+                   accum_steps: int = 1, backend: Backend | None = None) -> tuple[jax.Array, Any]:
     """Mean token NLL and its gradient; with `accum_steps = k` the batch is split into k equal micro-batches
     processed by a `lax.scan` (activations of one micro-batch at a time), giving the same mean and gradient."""
     def loss_fn(p, t, lab, r):
-        return token_nll(p, cfg, t, lab, rng=r).mean()
+        return token_nll(p, cfg, t, lab, rng=r, backend=backend).mean()
 
     if accum_steps == 1:
         return jax.value_and_grad(loss_fn)(params, tokens, labels, rng)
@@ -50,9 +49,10 @@ def ema_decay_at(step: jax.Array, decay: float, warmup: bool) -> jax.Array:
     return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: TransformerConfig,
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: ModelFamily,
                tx: optax.GradientTransformation, seed: int, label_dropout: float, skip_nonfinite: bool = False,
-               grad_accum_steps: int = 1, ema_decay: float = 0.0, ema_warmup: bool = True) -> tuple[TrainState, dict]:
+               grad_accum_steps: int = 1, ema_decay: float = 0.0, ema_warmup: bool = True,
+               backend: Backend | None = None) -> tuple[TrainState, dict]:
     """One AdamW step on `batch = {"tokens": [B, T] int32, "labels": [B] int32}`.
 
     With `skip_nonfinite`, a step whose loss or gradients are not finite leaves params and optimizer
@@ -65,7 +65,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: Transform
     if label_dropout > 0:
         labels = jnp.where(jax.random.bernoulli(label_rng, label_dropout, labels.shape), cfg.null_label, labels)
 
-    loss, grads = loss_and_grads(state.params, cfg, batch["tokens"], labels, drop_rng, grad_accum_steps)
+    loss, grads = loss_and_grads(state.params, cfg, batch["tokens"], labels, drop_rng, grad_accum_steps, backend)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
@@ -82,6 +82,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: Transform
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema), metrics
 
 
-def example_nll(params: Any, batch: dict[str, jax.Array], *, cfg: TransformerConfig) -> jax.Array:
+def example_nll(params: Any, batch: dict[str, jax.Array], *, cfg: ModelFamily,
+                backend: Backend | None = None) -> jax.Array:
     """Exact NLL in nats of each example, `[B]` (no dropout, conditional on its label)."""
-    return token_nll(params, cfg, batch["tokens"], batch["labels"]).sum(-1)
+    return token_nll(params, cfg, batch["tokens"], batch["labels"], backend=backend).sum(-1)

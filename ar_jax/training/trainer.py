@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from ar_jax import builders, sharding
+from ar_jax import backends, builders, sharding
 from ar_jax.config import diff_keys, read_config, save_config
 from ar_jax.data.pipeline import batch_indices
 from ar_jax.data.sources import get_dataset
@@ -72,6 +72,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     sharding.maybe_initialize_distributed(config)
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch(config.batch_size, mesh)
+    backend = backends.for_mesh(mesh, config.backend.attention)  # the platform, chosen once (before any compile)
     tokenizer = None  # a palette run's tokenizer is made from its data, below
     if config.tokenizer.kind != "palette":  # a bad model config is refused before the data is read
         tokenizer = builders.make_tokenizer(config)
@@ -111,17 +112,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                                         label_dropout=config.label_dropout,
                                         skip_nonfinite=config.skip_nonfinite_steps,
                                         grad_accum_steps=config.grad_accum_steps, ema_decay=config.ema_decay,
-                                        ema_warmup=config.ema_warmup),
+                                        ema_warmup=config.ema_warmup, backend=backend),
                       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, sharding.replicated(mesh)),
                       donate_argnums=0)
     rows = sharding.process_rows(config.batch_size)
 
     def evaluate(step: int) -> float:
-        bpd = float(bits_per_dim(state.params, cfg, test_tokens, data.test_labels, dims).mean())
+        bpd = float(bits_per_dim(state.params, cfg, test_tokens, data.test_labels, dims, backend=backend).mean())
         extra = {}
         if use_ema:
             extra[f"test_{metric}_ema"] = float(
-                bits_per_dim(state.ema_params, cfg, test_tokens, data.test_labels, dims).mean())
+                bits_per_dim(state.ema_params, cfg, test_tokens, data.test_labels, dims, backend=backend).mean())
         writer.write(step, **{f"test_{metric}": bpd}, **extra)
         return extra.get(f"test_{metric}_ema", bpd)
 

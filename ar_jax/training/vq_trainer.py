@@ -27,8 +27,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from ar_jax import sharding
-from ar_jax.compile_options import EIGEN_CPU, cpu_options
+from ar_jax import backends, sharding
+from ar_jax.backends import Backend
 from ar_jax.config import diff_keys, read_config, save_config
 from ar_jax.data.pipeline import batch_indices
 from ar_jax.data.sources import get_dataset
@@ -82,14 +82,15 @@ def restart_dead_codes(codebook: jax.Array, code_counts: jax.Array, z: jax.Array
     return jnp.where(dead[:, None], z[pick].astype(codebook.dtype), codebook), dead
 
 
-def _forward(cfg: VQConfig, params: Any, images: jax.Array, rng: jax.Array | None = None) -> tuple:
+def _forward(cfg: VQConfig, params: Any, images: jax.Array, rng: jax.Array | None = None,
+             backend: Backend = backends.XLA) -> tuple:
     """images -> (recon, z `[B, h, w, D]` as the quantizer compares it, codes `[B, h, w]`, aux)."""
     def fn(m: VQModel, x: jax.Array) -> tuple:
         z = m.quant_conv(m.encoder(x, rng is None))
         zq, codes, aux = m.quantize(z)
         return m.decode(zq, rng is None), (l2_normalize(z) if cfg.codebook_l2_norm else z), codes, aux
     rngs = None if rng is None else {"dropout": rng}
-    return VQModel(cfg).apply({"params": params}, images, method=fn, rngs=rngs)
+    return VQModel(cfg, backend).apply({"params": params}, images, method=fn, rngs=rngs)
 
 
 def init_state(config: ml_collections.ConfigDict, cfg: VQConfig, tx: optax.GradientTransformation) -> dict:
@@ -106,7 +107,8 @@ def init_state(config: ml_collections.ConfigDict, cfg: VQConfig, tx: optax.Gradi
 
 
 def train_step(state: dict, images: jax.Array, lpips_params: Any = None, *, config: ml_collections.ConfigDict,
-               cfg: VQConfig, tx: optax.GradientTransformation) -> tuple[dict, dict]:
+               cfg: VQConfig, tx: optax.GradientTransformation, backend: Backend = backends.XLA
+               ) -> tuple[dict, dict]:
     """One update on uint8 `images [B, H, W, C]`: `(state, metrics)`; `lpips_params` when the perceptual loss is on."""
     q = config.quantizer
     use_ema = q.ema_decay > 0
@@ -115,7 +117,7 @@ def train_step(state: dict, images: jax.Array, lpips_params: Any = None, *, conf
 
     def parts(params: Any) -> tuple:
         """-> ((recon + vq losses, recon loss), (reconstructions, (z, codes, aux)))."""
-        recon, z, codes, aux = _forward(cfg, params, x, rng if cfg.dropout > 0 else None)
+        recon, z, codes, aux = _forward(cfg, params, x, rng if cfg.dropout > 0 else None, backend)
         err = recon - x
         rec = jnp.mean(jnp.abs(err)) if config.recon_loss == "l1" else jnp.mean(err ** 2)
         if lpips_params is not None:  # taming's "nll": pixel + perceptual, both in the GAN weight's numerator
@@ -170,9 +172,9 @@ def train_step(state: dict, images: jax.Array, lpips_params: Any = None, *, conf
     return state, metrics
 
 
-@functools.partial(jax.jit, static_argnames="cfg")
-def _reconstruct(params: Any, cfg: VQConfig, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-    recon, _, codes, _ = _forward(cfg, params, to_float(images))
+@functools.partial(backends.jit, kind="conv", static_argnames=("cfg", "backend"))
+def _reconstruct(params: Any, cfg: VQConfig, images: jax.Array, backend: Backend) -> tuple[jax.Array, jax.Array]:
+    recon, _, codes, _ = _forward(cfg, params, to_float(images), backend=backend)
     return recon, codes
 
 
@@ -180,7 +182,7 @@ def reconstruct(params: Any, cfg: VQConfig, images: np.ndarray) -> tuple[np.ndar
     """uint8 `[N, H, W, C]` -> (uint8 reconstructions `[N, H, W, C]`, codes `[N, h, w]`), in batches."""
     outs, all_codes = [], []
     for i in range(0, len(images), EVAL_BATCH):
-        recon, codes = _reconstruct(params, cfg, images[i: i + EVAL_BATCH])
+        recon, codes = _reconstruct(params, cfg, images[i: i + EVAL_BATCH], backends.for_arrays(params))
         outs.append(to_uint8(recon))
         all_codes.append(np.asarray(codes))
     return np.concatenate(outs), np.concatenate(all_codes)
@@ -259,9 +261,10 @@ def train_vq(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     elif lead:
         print("perceptual (LPIPS) loss off: config.perceptual.weight is 0 (it needs local VGG16 and LPIPS weight "
               "files, see ar_jax/training/perceptual.py)")
-    step_fn = jax.jit(functools.partial(train_step, config=config, cfg=cfg, tx=tx), donate_argnums=0,
+    backend = backends.for_mesh(mesh)
+    step_fn = jax.jit(functools.partial(train_step, config=config, cfg=cfg, tx=tx, backend=backend), donate_argnums=0,
                       in_shardings=(rep, sharding.batch_sharding(mesh, 4), rep), out_shardings=(rep, rep),
-                      compiler_options=cpu_options(EIGEN_CPU, mesh.devices.flat[0].platform))
+                      compiler_options=backend.compile_options("conv"))
     n, t0 = len(data.train_images), time.perf_counter()
     rows = sharding.process_rows(config.batch_size)
     try:

@@ -17,19 +17,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ar_jax import processors as proc
-from ar_jax.models.transformer import Transformer, TransformerConfig, decode_layout, init_cache
-from ar_jax.sampling import check_labels
+from ar_jax.backends import Prepared
+from ar_jax.decode import processors as proc
+from ar_jax.decode.sampling import check_labels
+from ar_jax.models.transformer import Transformer, TransformerConfig, init_cache, prepare
 
 Array = jax.Array
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "width", "use_cfg"))
-def _beam_search(params: Any, labels: Array, schedule: Any, *, cfg: TransformerConfig, width: int,
+def _beam_search(prepared: Prepared, labels: Array, schedule: Any, *, cfg: TransformerConfig, width: int,
                  use_cfg: bool) -> tuple[Array, Array]:
     """labels `[B]` -> (tokens `[B, W, T]`, summed log-probs `[B, W]`), best beam first."""
-    cfg, params = decode_layout(cfg, params)
-    model = Transformer(cfg)
+    params, model = prepared.params, Transformer(cfg, prepared.backend)
     B, W, V, C, T = labels.shape[0], width, cfg.vocab_size, cfg.cls_token_num, cfg.seq_len
     rows = jnp.repeat(labels, W)  # [B * W]: sample b's beams are rows b * W .. b * W + W - 1
     if use_cfg:
@@ -84,5 +84,5 @@ def beam_search(params: Any, cfg: TransformerConfig, labels: Any, *, width: int 
     if use_cfg and not cfg.null_class:
         raise ValueError(f"cfg_scale={cfg_scale} needs a model trained with a null class (null_class=True); "
                          "use cfg_scale=1.0.")
-    return _beam_search(params, jnp.asarray(labels, np.int32), schedule, cfg=cfg, width=int(width),
+    return _beam_search(prepare(params), jnp.asarray(labels, np.int32), schedule, cfg=cfg, width=int(width),
                         use_cfg=use_cfg)

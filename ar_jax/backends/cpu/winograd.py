@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ar_jax import kernels
+from ar_jax.backends.cpu import kernels
+from ar_jax.backends.xla import conv3x3_direct
 
 Array = jax.Array
 
@@ -26,14 +27,10 @@ G = np.array([[1 / 4, 0, 0],
               [1 / 24, 1 / 12, 1 / 6],
               [1 / 24, -1 / 12, 1 / 6],
               [0, 0, 1]], np.float64)
-SAME = ((1, 1), (1, 1))
 CHUNK_BYTES = 640 << 20  # the most bytes of transformed tiles at once (whole images; see `images_per_chunk`)
 
 
-def direct(x: Array, kernel: Array, bias: Array) -> Array:
-    """`lax.conv` with padding 1: `x [B, H, W, C_in]`, `kernel [3, 3, C_in, C_out]` (HWIO) -> `[B, H, W, C_out]`."""
-    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), SAME, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y + bias.astype(y.dtype)
+direct = conv3x3_direct  # the reference (`ar_jax.backends.xla`): gradients and the fallback
 
 
 def transform_kernel(kernel: Array) -> Array:
@@ -44,7 +41,8 @@ def transform_kernel(kernel: Array) -> Array:
 
 
 def applies(x: Array, kernel: Array) -> bool:
-    """Whether `conv3x3` runs Winograd's way: float32 NHWC input and 3x3 kernel, native kernels on one CPU."""
+    """Whether `conv3x3` can run Winograd's way: float32 NHWC input and 3x3 kernel (the backend decides whether the
+    native transforms are there)."""
     return kernel.shape[:2] == (3, 3) and kernel.dtype == jnp.float32 and kernels.winograd_usable(x)
 
 
@@ -87,6 +85,6 @@ _winograd.defvjp(_winograd_fwd, _winograd_bwd)
 
 def conv3x3(x: Array, kernel: Array, bias: Array | None = None) -> Array:
     """'Same'-padded 3x3 stride-1 correlation plus bias: `x [B, H, W, C_in]`, `kernel [3, 3, C_in, C_out]`,
-    `bias [C_out]` -> `[B, H, W, C_out]`; Winograd's way where `applies`, else `lax.conv`."""
+    `bias [C_out]` -> `[B, H, W, C_out]`; Winograd's way where `applies` (needs the native kernels), else `lax.conv`."""
     bias = jnp.zeros(kernel.shape[-1], x.dtype) if bias is None else bias
     return _winograd(x, kernel, bias) if applies(x, kernel) else direct(x, kernel, bias)

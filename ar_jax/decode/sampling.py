@@ -17,9 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ar_jax import processors as proc
-from ar_jax.models.transformer import Transformer, TransformerConfig, decode_layout, init_cache
-from ar_jax.processors import guide, top_k_filter, top_p_filter  # noqa: F401  (public here too)
+from ar_jax.backends import Prepared
+from ar_jax.decode import processors as proc
+from ar_jax.decode.processors import guide, top_k_filter, top_p_filter  # noqa: F401  (public here too)
+from ar_jax.models.transformer import Transformer, TransformerConfig, init_cache, prepare
 
 Array = jax.Array
 
@@ -63,7 +64,7 @@ def sample_token(logits: Array, rng: Array, temperature: Array | float, top_p: A
 
 @functools.partial(jax.jit, static_argnames=("cfg", "top_k", "use_top_p", "greedy", "use_cfg",
                                              "keep_logits"))
-def _generate(params: Any, labels: Array, prefix: Array, rng: Array, temperature: Array, top_p: Array,
+def _generate(prepared: Prepared, labels: Array, prefix: Array, rng: Array, temperature: Array, top_p: Array,
               cfg_scale: Any, adjust: tuple = (), warp: tuple = (), *, cfg: TransformerConfig, top_k: int,
               use_top_p: bool, greedy: bool, use_cfg: bool, keep_logits: bool) -> tuple[Array, Array | None]:
     """Returns tokens `[B, seq_len]` and (if keep_logits) the logits each was chosen from `[B, T - P, V]`.
@@ -71,8 +72,7 @@ def _generate(params: Any, labels: Array, prefix: Array, rng: Array, temperature
     `cfg_scale` is a traced number or a `processors` schedule; `adjust` holds extra adjusters (run after
     guidance, also when greedy; these logits are the ones kept), `warp` extra warpers (after top-p).
     """
-    cfg, params = decode_layout(cfg, params)
-    model = Transformer(cfg)
+    params, model = prepared.params, Transformer(cfg, prepared.backend)
     B, P = prefix.shape
     C, T = cfg.cls_token_num, cfg.seq_len
     if use_cfg:
@@ -160,7 +160,7 @@ def generate(params: Any, cfg: TransformerConfig, labels: Any, rng: Array, *, pr
     adjust = (proc.RepetitionPenalty(np.float32(repetition_penalty)),) if repetition_penalty != 1.0 else ()
     warp = tuple(cls(np.float32(v)) for cls, v, on in ((proc.MinP, min_p, min_p > 0),
                                                         (proc.Typical, typical_p, typical_p < 1)) if on)
-    toks, used = _generate(params, jnp.asarray(labels), jnp.asarray(prefix, jnp.int32), rng,
+    toks, used = _generate(prepare(params), jnp.asarray(labels), jnp.asarray(prefix, jnp.int32), rng,
                            jnp.float32(max(temperature, 1e-5)), jnp.float32(top_p),
                            schedule if isinstance(cfg_scale, proc.Schedule) else jnp.float32(cfg_scale),
                            adjust, () if greedy else warp, cfg=cfg, top_k=int(top_k), use_top_p=top_p < 1.0,

@@ -125,8 +125,8 @@ def _require() -> None:
     """Register the kernels before a call names them, or say why they cannot be used."""
     if not available():
         raise RuntimeError("ar_jax's native kernels are off (AR_JAX_NATIVE_KERNELS=0), not built here (no C++ "
-                           "compiler, or not x86-64; see the warning logged) or not for this backend: check "
-                           "`kernels.usable(...)` / `kernels.attention_usable(...)` first, as `transformer` does.")
+                           "compiler, or not x86-64; see the warning logged): choose the backend with "
+                           "`ar_jax.backends.for_arrays(...)`, which uses them only where they are on.")
 
 
 def to_panels(w: jax.Array) -> jax.Array:
@@ -144,11 +144,10 @@ def from_panels(w: jax.Array, out: int) -> jax.Array:
 
 
 def usable(w: jax.Array, x: jax.Array) -> bool:
-    """Whether `rows_gemv(w, x, out)` applies: float32 or bfloat16 panels `w [P, I, 16]`, `x [R, I]`, one CPU
-    device."""
+    """Whether `rows_gemv(w, x, out)` applies to these arrays: float32 or bfloat16 panels `w [P, I, 16]`, `x [R, I]`
+    (whether the kernels are on is the CPU backend's static choice, `CpuBackend.native`)."""
     floats = (jnp.float32, jnp.bfloat16)
-    return (x.ndim == 2 and w.ndim == 3 and w.shape[2] == PANEL and w.dtype in floats and x.dtype in floats
-            and jax.default_backend() == "cpu" and jax.device_count() == 1 and available())
+    return x.ndim == 2 and w.ndim == 3 and w.shape[2] == PANEL and w.dtype in floats and x.dtype in floats
 
 
 def rows_gemv(w: jax.Array, x: jax.Array, out: int) -> jax.Array:
@@ -164,10 +163,9 @@ def rows_gemv(w: jax.Array, x: jax.Array, out: int) -> jax.Array:
 
 def attention_usable(q: jax.Array, k: jax.Array, v: jax.Array) -> bool:
     """Whether `decode_attention(q, k, v, ...)` applies: `q [B, KV, G, D]`, `k, v [B, KV, M, D]` (float32, or a
-    bfloat16 cache), one CPU device."""
+    bfloat16 cache)."""
     return (q.ndim == k.ndim == v.ndim == 4 and k.dtype == v.dtype and k.dtype in (jnp.float32, jnp.bfloat16)
-            and q.dtype in (jnp.float32, jnp.bfloat16)
-            and jax.default_backend() == "cpu" and jax.device_count() == 1 and available())
+            and q.dtype in (jnp.float32, jnp.bfloat16))
 
 
 def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, length: jax.Array, scale: float) -> jax.Array:
@@ -182,9 +180,8 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, length: jax.Array
 
 
 def winograd_usable(x: jax.Array) -> bool:
-    """Whether the Winograd transforms apply to `x [B, H, W, C]`: float32, one CPU device."""
-    return x.ndim == 4 and x.dtype == jnp.float32 and jax.default_backend() == "cpu" and jax.device_count() == 1 \
-        and available()
+    """Whether the Winograd transforms apply to `x [B, H, W, C]`: float32."""
+    return x.ndim == 4 and x.dtype == jnp.float32
 
 
 def winograd_input(x: jax.Array) -> jax.Array:

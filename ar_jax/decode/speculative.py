@@ -32,9 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ar_jax import processors as proc
-from ar_jax.models.transformer import Transformer, TransformerConfig, decode_layout, init_cache
-from ar_jax.sampling import SamplingParams, check_labels
+from ar_jax.backends import Prepared
+from ar_jax.decode import processors as proc
+from ar_jax.decode.sampling import SamplingParams, check_labels
+from ar_jax.models.transformer import Transformer, TransformerConfig, init_cache, prepare
 
 Array = jax.Array
 
@@ -45,12 +46,12 @@ def _sample(probs: Array, key: Array) -> Array:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "draft_cfg", "k", "greedy"))
-def _speculate(params: Any, draft_params: Any, labels: Array, rng: Array, chain: tuple, *,
+def _speculate(prepared: Prepared, draft_prepared: Prepared, labels: Array, rng: Array, chain: tuple, *,
                cfg: TransformerConfig, draft_cfg: TransformerConfig, k: int, greedy: bool
                ) -> tuple[Array, dict[str, Array]]:
     """labels `[B]` -> tokens `[B, seq_len]` and totals {proposed, accepted, rounds} (int32 scalars)."""
-    (cfg, params), (draft_cfg, draft_params) = decode_layout(cfg, params), decode_layout(draft_cfg, draft_params)
-    tgt, drf = Transformer(cfg), Transformer(draft_cfg)
+    params, draft_params = prepared.params, draft_prepared.params
+    tgt, drf = Transformer(cfg, prepared.backend), Transformer(draft_cfg, draft_prepared.backend)
     B, V, C, T = labels.shape[0], cfg.vocab_size, cfg.cls_token_num, cfg.seq_len
     use_cfg = any(isinstance(p, proc.Guidance) for p in chain)
     rows = jnp.concatenate([labels, jnp.full_like(labels, cfg.null_label)]) if use_cfg else labels
@@ -175,5 +176,5 @@ def generate(params: Any, cfg: TransformerConfig, draft_params: Any, draft_cfg: 
                               top_p=np.float32(top_p) if top_p < 1 else None,
                               min_p=np.float32(min_p) if min_p > 0 else None,
                               typical_p=np.float32(typical_p) if typical_p < 1 else None)
-    return _speculate(params, draft_params, jnp.asarray(labels), rng, chain, cfg=cfg, draft_cfg=draft_cfg,
-                      k=int(k), greedy=bool(greedy))
+    return _speculate(prepare(params), prepare(draft_params), jnp.asarray(labels), rng, chain, cfg=cfg,
+                      draft_cfg=draft_cfg, k=int(k), greedy=bool(greedy))

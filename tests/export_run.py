@@ -1,0 +1,72 @@
+"""Driver for tests/test_export.py, run in a subprocess with 8 forced CPU devices: lowers the default GPT config's
+train step and sampler for TPU and CUDA with `jax.export`, on an (8,1,1) and a (2,2,2) mesh, and the splash-attention
+train step for TPU; writes what it found as JSON.
+
+    python tests/export_run.py OUT.json
+"""
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def main(out_path: str) -> None:
+    sys.path.insert(0, str(Path(__file__).parent.parent))
+    from ar_jax import backends, builders, sharding
+    from ar_jax.backends import Prepared
+    from ar_jax.config import load_config_file
+    from ar_jax.decode import sampling
+    from ar_jax.training.state import init_state, make_optimizer, state_shardings
+    from ar_jax.training.steps import train_step
+
+    root = Path(__file__).parent.parent
+    out = {"devices": jax.device_count()}
+    for mesh_shape in ((8, 1, 1), (2, 2, 2)):
+        config = load_config_file(str(root / "configs/digits_pixels.py"))
+        config.unlock()
+        config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_shape
+        mesh = sharding.make_mesh(config.mesh)
+        cfg = builders.make_model_config(config)
+        tx = make_optimizer(config)
+        state_sh = state_shardings(cfg, tx, mesh, ema=True)
+        state = jax.eval_shape(functools.partial(init_state, cfg, tx, ema=True), jax.random.key(0))
+        state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state, state_sh)
+        B = config.batch_size
+        batch_sh = {"tokens": sharding.batch_sharding(mesh, 2), "labels": sharding.batch_sharding(mesh, 1)}
+        batch = {"tokens": jax.ShapeDtypeStruct((B, cfg.seq_len), jnp.int32, sharding=batch_sh["tokens"]),
+                 "labels": jax.ShapeDtypeStruct((B,), jnp.int32, sharding=batch_sh["labels"])}
+        name = "x".join(map(str, mesh_shape))
+        for platform, attention in (("tpu", "xla"), ("cuda", "xla"), ("tpu", "splash")):
+            be = backends.for_platform(platform, attention, **({"mesh": mesh} if platform == "tpu" else {}))
+            step = jax.jit(functools.partial(train_step, cfg=cfg, tx=tx, seed=0, label_dropout=0.1, ema_decay=0.999,
+                                             backend=be),
+                           in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, sharding.replicated(mesh)))
+            exp = jax.export.export(step, platforms=[platform])(state, batch)
+            text = exp.mlir_module()
+            out[f"train_{name}_{platform}_{attention}"] = {
+                "platforms": list(exp.platforms), "tpu_custom_call": "tpu_custom_call" in text,
+                "sharded": "mhlo.sharding" in text or "sdy.sharding" in text}
+        # the sampler: batch over the data axes, weights replicated, the reference decode path
+        everywhere = sharding.replicated(mesh)
+        params = jax.tree.map(lambda s, sh=everywhere: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                              state.params)
+        labels = jax.ShapeDtypeStruct((8,), jnp.int32, sharding=sharding.batch_sharding(mesh, 1))
+        prefix = jax.ShapeDtypeStruct((8, 0), jnp.int32, sharding=sharding.batch_sharding(mesh, 2))
+        for platform in ("tpu", "cuda"):
+            prepared = Prepared(params, backends.for_platform(platform))
+            gen = jax.jit(functools.partial(sampling._generate, cfg=cfg, top_k=8, use_top_p=True, greedy=False,
+                                            use_cfg=True, keep_logits=False))
+            exp = jax.export.export(gen, platforms=[platform])(
+                prepared, labels, prefix, jax.random.key(0), np.float32(1.0), np.float32(0.9), np.float32(2.0))
+            out[f"sample_{name}_{platform}"] = {"platforms": list(exp.platforms),
+                                                "out_shape": list(exp.out_avals[0].shape)}
+    Path(out_path).write_text(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
