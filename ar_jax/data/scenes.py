@@ -130,7 +130,8 @@ def all_captions() -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class SceneObjects:
-    """Per-image object metadata, object slots in caption order; unused slots have color = shape = -1."""
+    """Per-image object metadata, object slots in caption order; unused slots have color = shape = -1 (and 0 in the
+    other fields)."""
 
     count: np.ndarray  # int32 [N], objects in the image (1..3)
     color: np.ndarray  # int32 [N, 3], index into COLORS
@@ -201,8 +202,8 @@ def _place(count: np.ndarray, relation: np.ndarray, rng: np.random.Generator, si
     """Centres and half-sizes `[N, 3]` of non-overlapping objects inside the image; relations hold by construction."""
     n, scale, hi = len(count), size / SIZE, size - 1.0
     half = rng.uniform(MIN_HALF, MAX_HALF, (n, MAX_OBJECTS)) * scale
-    centre = _place_free(half, count, rng, size)  # relation scenes are placed again below
-    rel = relation >= 0  # along the relation's axis: the low one (left / above), a gap, then the high one
+    rel = relation >= 0  # placed apart below: along the relation's axis the low one (left / above), a gap, the high one
+    centre = _place_free(half, np.where(rel, 0, count), rng, size)
     if rel.any():
         h0, h1, r = half[rel, 0], half[rel, 1], relation[rel]
         first_low = (r == 0) | (r == 2)  # "left of" / "above": the first-named object has the smaller coordinate
@@ -215,7 +216,8 @@ def _place(count: np.ndarray, relation: np.ndarray, rng: np.random.Generator, si
         centre[axis, idx, 0] = np.where(first_low, low, high)
         centre[axis, idx, 1] = np.where(first_low, high, low)
         centre[1 - axis, idx, :2] = rng.uniform(half[rel, :2], hi - half[rel, :2])  # [m, 2]
-    return centre[0].astype(np.float32), centre[1].astype(np.float32), half.astype(np.float32)
+    present = np.arange(MAX_OBJECTS)[None] < count[:, None]
+    return tuple(np.where(present, v, 0).astype(np.float32) for v in (centre[0], centre[1], half))
 
 
 def _masks(shape: int, cx: np.ndarray, cy: np.ndarray, half: np.ndarray, size: int) -> np.ndarray:
@@ -254,7 +256,8 @@ def _draw(count, color, shape, relation, rng: np.random.Generator, size: int) ->
     cx, cy, half = _place(count, relation, rng, size)
     background = rng.integers(0, MAX_BACKGROUND + 1, (len(count), 3))
     jitter = rng.integers(-JITTER, JITTER + 1, (len(count), MAX_OBJECTS, 3))
-    rgb = np.clip(_PALETTE[np.maximum(color, 0)] + jitter, 0, 255).astype(np.uint8)
+    rgb = np.clip(_PALETTE[np.maximum(color, 0)] + jitter, 0, 255) * (color >= 0)[..., None]  # unused slots: 0
+    rgb = rgb.astype(np.uint8)
     objects = SceneObjects(count, color, shape, relation.astype(np.int32), cx, cy, half, rgb)
     return _render(objects, background.astype(np.uint8), size), objects
 
