@@ -1,4 +1,4 @@
-"""Image sources behind one interface: uint8 images `[N, H, W, C]` with int labels, fixed splits."""
+"""Image sources behind one interface: uint8 images `[N, H, W, C]` with int labels (and captions), fixed splits."""
 
 from __future__ import annotations
 
@@ -13,13 +13,16 @@ from PIL import Image
 
 @dataclasses.dataclass(frozen=True)
 class ImageDataset:
-    """Train and test images (uint8 `[N, H, W, C]`) and labels (int32 `[N]`)."""
+    """Train and test images (uint8 `[N, H, W, C]`), labels (int32 `[N]`) and, for captioned sources, captions
+    (one str per image; None for sources without captions)."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
     num_classes: int
+    train_captions: tuple[str, ...] | None = None
+    test_captions: tuple[str, ...] | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -93,6 +96,18 @@ def _folder(data_config: ml_collections.ConfigDict) -> ImageDataset:
     return folder_dataset(data_config)
 
 
+def _caption_folder(data_config: ml_collections.ConfigDict) -> ImageDataset:
+    from ar_jax.data.folder import caption_folder_dataset
+
+    return caption_folder_dataset(data_config)
+
+
+def _scenes(data_config: ml_collections.ConfigDict) -> ImageDataset:
+    from ar_jax.data.scenes import from_config
+
+    return from_config(data_config)
+
+
 def _shapes(data_config: ml_collections.ConfigDict) -> ImageDataset:
     from ar_jax.data.shapes import from_config
 
@@ -106,8 +121,10 @@ def _tfds(data_config: ml_collections.ConfigDict) -> ImageDataset:
 
 
 SOURCES: dict[str, Callable[[ml_collections.ConfigDict], ImageDataset]] = {
+    "caption_folder": _caption_folder,  # ar_jax/data/folder.py: images with captions (captions.jsonl or .txt)
     "digits": lambda data_config: digits(),  # no fields of its own
     "folder": _folder,  # ar_jax/data/folder.py: one subfolder per class
+    "scenes": _scenes,  # ar_jax/data/scenes.py: procedural captioned scenes (num_train, num_test, seed, ...)
     "shapes": _shapes,  # ar_jax/data/shapes.py: procedural 32x32 RGB shapes (num_train, num_test, seed)
     "tfds": _tfds,  # ar_jax/data/tfds_source.py: tensorflow-datasets by name
 }
