@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,9 @@ from ar_jax.models.pixelcnn_pp import PixelCNNPPConfig
 from ar_jax.models.transformer import TransformerConfig
 from ar_jax.tokenizers.palette import PALETTE_FILE, PaletteTokenizer
 from ar_jax.tokenizers.pixels import PixelTokenizer
+from ar_jax.tokenizers.text import TEXT_TOKENIZER_FILE, TextTokenizer
 
-MODEL_SECTIONS = ("kind", "data", "tokenizer", "model")  # config sections that fix parameter shapes
+MODEL_SECTIONS = ("kind", "data", "tokenizer", "model", "text")  # config sections that fix parameter shapes
 FAMILIES = ("transformer", "pixelcnn", "pixelcnn_pp", "maskgit")  # values of config.model.family
 ModelConfig = TransformerConfig | PixelCNNConfig | PixelCNNPPConfig | MaskGITConfig
 
@@ -47,12 +49,68 @@ def fit_tokenizer(config: ml_collections.ConfigDict, workdir: str | Path, train_
     return palette
 
 
+def condition_of(config: ml_collections.ConfigDict) -> str:
+    """`config.model.condition` ("class" or "text"); runs saved before conditions existed are class-conditional."""
+    return config.model.get("condition", "class")
+
+
+def make_text_tokenizer(config: ml_collections.ConfigDict, workdir: str | Path | None = None) -> TextTokenizer | None:
+    """A text run's tokenizer: the one saved in its `workdir` (trained when the run started), else the `.model` file
+    `config.text.tokenizer` names; None for a class-conditional run."""
+    if condition_of(config) != "text":
+        return None
+    saved = Path(workdir) / TEXT_TOKENIZER_FILE if workdir is not None else None
+    if saved is not None and saved.is_file():
+        return TextTokenizer.load(saved)
+    if config.text.tokenizer:
+        return TextTokenizer.load(config.text.tokenizer)
+    raise ValueError(f"{workdir!r} has no {TEXT_TOKENIZER_FILE} and config.text.tokenizer is empty: the run trains "
+                     "its tokenizer when it starts; train it, or set config.text.tokenizer to a SentencePiece .model.")
+
+
+def fit_text_tokenizer(config: ml_collections.ConfigDict, workdir: str | Path, captions: Any,
+                       save: bool = True) -> TextTokenizer | None:
+    """A text run's tokenizer as it starts: kept from the workdir on resume (refused if it is not the one
+    `config.text.tokenizer` names), else loaded from that file, else trained on the training `captions`; saved in
+    the workdir either way, so the run never depends on the file again."""
+    if condition_of(config) != "text":
+        return None
+    saved = Path(workdir) / TEXT_TOKENIZER_FILE
+    given = TextTokenizer.load(config.text.tokenizer) if config.text.tokenizer else None
+    if saved.is_file():
+        tok = TextTokenizer.load(saved)
+        if given is not None and given.fingerprint() != tok.fingerprint():
+            raise ValueError(f"config.text.tokenizer={config.text.tokenizer!r} is not the tokenizer this run was "
+                             f"trained with ({saved}); drop the override to resume, or use a new --workdir.")
+        return tok
+    if given is None:
+        if not captions:
+            raise ValueError("a text run needs captioned training data (config.data.name='scenes' or "
+                             "'caption_folder'), or a tokenizer in config.text.tokenizer.")
+        where = saved if save else Path(tempfile.mkdtemp())  # other hosts train the same model, deterministically
+        tok = TextTokenizer.train(captions, where, vocab_size=int(config.text.vocab_size))
+    else:
+        tok = given
+        if save:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.write_bytes(tok.model_proto)
+    return tok
+
+
 def make_model_config(config: ml_collections.ConfigDict, tokenizer: Any = None,
-                      workdir: str | Path | None = None) -> ModelConfig:
+                      workdir: str | Path | None = None, text_tokenizer: Any = None) -> ModelConfig:
     """The model-family config named by `config.model.family`, with vocabulary, length and classes from the
-    tokenizer/data (a palette run's tokenizer needs its `workdir`)."""
+    tokenizer/data (a palette run's tokenizer needs its `workdir`), and a text run's prompt vocabulary from its text
+    tokenizer (read from the `workdir` unless given)."""
     tokenizer = tokenizer or make_tokenizer(config, workdir)
     m = config.model
+    condition = condition_of(config)
+    text = dict(condition=condition)
+    if condition == "text":
+        text_tokenizer = text_tokenizer or make_text_tokenizer(config, workdir)
+        text.update(text_len=int(config.text.max_len), text_vocab_size=text_tokenizer.vocab_size)
+    elif condition != "class":
+        raise ValueError(f"config.model.condition={condition!r} must be 'class' or 'text'.")
     if "family" not in m:
         raise ValueError("config.model.family is missing (a run saved before model families existed?); add "
                          "\"family\": \"transformer\" to the model section of its config.json.")
@@ -64,8 +122,11 @@ def make_model_config(config: ml_collections.ConfigDict, tokenizer: Any = None,
             dim=m.dim, num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads or None,
             mlp_dim=m.mlp_dim or None, rope=m.rope, rope_base=m.rope_base, cls_token_num=m.cls_token_num,
             null_class=True, token_dropout=m.token_dropout, resid_dropout=m.resid_dropout,
-            ffn_dropout=m.ffn_dropout, dtype=m.dtype, causal=not maskgit)
+            ffn_dropout=m.ffn_dropout, dtype=m.dtype, causal=not maskgit, **text)
         cfg = MaskGITConfig(cfg) if maskgit else cfg
+    elif condition != "class":
+        raise ValueError(f"config.model.family={m.family!r} is class-conditional only; condition='text' needs "
+                         "family='transformer' or 'maskgit'.")
     elif m.family == "pixelcnn":
         rows, per_row = tokenizer.grid
         width = tokenizer.image_shape[1]

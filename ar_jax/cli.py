@@ -54,6 +54,8 @@ def sample_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", required=True, help="file.png (a grid, one row per class) or file.npz")
     parser.add_argument("--labels", default=None, help="comma-separated class ids (default: every class)")
+    parser.add_argument("--prompt", action="append", default=None,
+                        help="a text run's prompt, one row of the grid (repeat the flag for more)")
     parser.add_argument("--per_class", type=int, default=None, help="samples per class (default: config's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=256, help="images per compiled sampling call")
@@ -79,32 +81,42 @@ def sample_main(argv: list[str] | None = None) -> None:
         raise ValueError(f"{args.workdir!r} is a tokenizer run (config.kind={pipe.config.kind!r}); sample from an AR "
                          "run trained on its codes instead (e.g. configs/shapes_ar.py).")
     if overrides:
-        pipe = ARPipeline(apply_overrides(pipe.config, overrides), pipe.params, tokenizer=pipe.tokenizer)
+        pipe = ARPipeline(apply_overrides(pipe.config, overrides), pipe.params, tokenizer=pipe.tokenizer,
+                          text_tokenizer=pipe.text_tokenizer)
     per_class = args.per_class or pipe.config.samples_per_class
-    all_classes = list(range(max(pipe.config.data.num_classes, 1)))
-    classes = [int(x) for x in args.labels.split(",")] if args.labels else all_classes
-    labels = np.repeat(np.asarray(classes, np.int32), per_class)
-    images = _sample_in_batches(pipe, labels, args.seed, args.batch_size)
-    if args.out.endswith(".npz"):
-        np.savez(args.out, images=images, labels=labels)
+    if args.prompt is not None:
+        if args.labels:
+            parser.error("pass --labels (a class-conditional run) or --prompt (a text run), not both")
+        rows = list(args.prompt)
+        pipe.condition(prompts=rows)  # refused here, before anything is compiled, if it cannot be
+        cond = {"prompts": np.repeat(np.asarray(rows, object), per_class)}
     else:
-        save_grid(images, rows=len(classes), path=args.out)
+        all_classes = list(range(max(pipe.config.data.num_classes, 1)))
+        rows = [int(x) for x in args.labels.split(",")] if args.labels else all_classes
+        cond = {"labels": np.repeat(np.asarray(rows, np.int32), per_class)}
+    images = _sample_in_batches(pipe, cond, args.seed, args.batch_size)
+    if args.out.endswith(".npz"):
+        np.savez(args.out, images=images, **{k: v.astype(str) if k == "prompts" else v for k, v in cond.items()})
+    else:
+        save_grid(images, rows=len(rows), path=args.out)
     print(f"wrote {len(images)} samples to {args.out}")
 
 
-def _sample_in_batches(pipe: object, labels: np.ndarray, seed: int, batch_size: int) -> np.ndarray:
-    """Sample `labels` in batches of at most `batch_size` (one compilation: the last batch is padded), with a
-    progress bar; batch i uses seed `seed + i`."""
+def _sample_in_batches(pipe: object, cond: dict, seed: int, batch_size: int) -> np.ndarray:
+    """Sample `cond` (`{"labels": [N]}` or `{"prompts": [N]}`) in batches of at most `batch_size` (one compilation:
+    the last batch is padded), with a progress bar; batch i uses seed `seed + i`."""
     from tqdm import tqdm
 
     if batch_size < 1:
         raise ValueError(f"--batch_size={batch_size} must be >= 1.")
-    bs = min(batch_size, len(labels))
+    (key, values), = cond.items()
+    bs = min(batch_size, len(values))
     out = []
-    for i, start in enumerate(tqdm(range(0, len(labels), bs), desc="sample", unit="batch", disable=len(labels) <= bs)):
-        chunk = labels[start:start + bs]
+    for i, start in enumerate(tqdm(range(0, len(values), bs), desc="sample", unit="batch", disable=len(values) <= bs)):
+        chunk = values[start:start + bs]
         padded = np.concatenate([chunk, np.repeat(chunk[:1], bs - len(chunk))])
-        out.append(pipe.sample(padded, seed=seed + i)[: len(chunk)])
+        arg = list(padded) if key == "prompts" else padded
+        out.append(pipe.sample(seed=seed + i, **{key: arg})[: len(chunk)])
     return np.concatenate(out)
 
 

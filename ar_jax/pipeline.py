@@ -12,8 +12,8 @@ import numpy as np
 
 from ar_jax import builders, decode
 from ar_jax.config import read_config
-from ar_jax.decode import sampling
 from ar_jax.evaluation.likelihood import bits_per_dim
+from ar_jax.models import conditions
 from ar_jax.models.transformer import DecodingCache, TransformerConfig, param_shapes
 
 
@@ -24,15 +24,24 @@ def exact_likelihood(model_config: Any) -> bool:
 
 class ARPipeline:
     """A trained AR run: its config, tokenizer, model config and parameters (a palette run needs its workdir, or
-    its tokenizer)."""
+    its tokenizer; a text run its workdir, or its text tokenizer).
+
+    Every method takes the condition the same way: class `labels` for a class-conditional run, `prompts` (a list
+    of strings) for a text-conditioned one; the other is refused before anything is compiled.
+    """
 
     def __init__(self, config: ml_collections.ConfigDict, params: Any, workdir: str | Path | None = None,
-                 tokenizer: Any = None):
+                 tokenizer: Any = None, text_tokenizer: Any = None):
         self.config = config
         self.tokenizer = tokenizer or builders.make_tokenizer(config, workdir)
-        self.model_config = builders.make_model_config(config, self.tokenizer)
+        self.text_tokenizer = text_tokenizer or builders.make_text_tokenizer(config, workdir)
+        self.model_config = builders.make_model_config(config, self.tokenizer, text_tokenizer=self.text_tokenizer)
         self.params = params
         self._decoding = DecodingCache()
+
+    def condition(self, labels: Any = None, prompts: Any = None) -> Any:
+        """The model's condition for `labels` or `prompts` (checked: `ar_jax.models.conditions.make`)."""
+        return conditions.make(self.model_config, labels, prompts, self.text_tokenizer)
 
     def for_decoding(self) -> tuple[Any, Any]:
         """`(model config, params)` as sampling reads them fastest (a transformer's weights prepared by the backend
@@ -41,30 +50,36 @@ class ARPipeline:
             return self.model_config, self.params
         return self.model_config, self._decoding.get(self.params)
 
-    def sample_tokens(self, labels: Any, seed: int = 0, prefix: Any = None, **overrides: Any) -> jax.Array:
+    def sample_tokens(self, labels: Any = None, seed: int = 0, prefix: Any = None, *, prompts: Any = None,
+                      **overrides: Any) -> jax.Array:
         """Image tokens `[B, seq_len]`; sampling settings default to `config.sampling`."""
+        cond = self.condition(labels, prompts)
         settings = {**self.config.sampling.to_dict(), **overrides}
         known = set(decode.settings(self.model_config))
         unknown = set(settings) - known
         if unknown:
             raise ValueError(f"unknown sampling setting(s) {sorted(unknown)}; use {', '.join(sorted(known))}.")
         cfg, params = self.for_decoding()
-        return decode.generate(params, cfg, labels, jax.random.key(seed), prefix=prefix, **settings)
+        return decode.generate(params, cfg, cond, jax.random.key(seed), prefix=prefix, **settings)
 
-    def sample(self, labels: Any, seed: int = 0, **overrides: Any) -> np.ndarray:
-        """uint8 images `[B, H, W, C]` of classes `labels [B]`; a fixed seed gives the same images."""
-        return self.tokenizer.decode(np.asarray(self.sample_tokens(labels, seed, **overrides)))
+    def sample(self, labels: Any = None, seed: int = 0, *, prompts: Any = None, **overrides: Any) -> np.ndarray:
+        """uint8 images `[B, H, W, C]` of classes `labels [B]` (or for `prompts`); a fixed seed gives the same
+        images."""
+        return self.tokenizer.decode(np.asarray(self.sample_tokens(labels, seed, prompts=prompts, **overrides)))
 
-    def complete(self, images: Any, num_known_rows: int, labels: Any, seed: int = 0, **overrides: Any) -> np.ndarray:
+    def complete(self, images: Any, num_known_rows: int, labels: Any = None, seed: int = 0, *, prompts: Any = None,
+                 **overrides: Any) -> np.ndarray:
         """Keep the first `num_known_rows` rows of `images [B, H, W, C]` and sample the rest."""
         tokens = self.tokenizer.encode(images)
         rows, per_row = self.tokenizer.grid
         if not 0 < num_known_rows < rows:
             raise ValueError(f"num_known_rows={num_known_rows} must be in [1, {rows - 1}] for {rows}-row images.")
         prefix = tokens[:, : num_known_rows * per_row]
-        return self.tokenizer.decode(np.asarray(self.sample_tokens(labels, seed, prefix=prefix, **overrides)))
+        return self.tokenizer.decode(np.asarray(self.sample_tokens(labels, seed, prefix=prefix, prompts=prompts,
+                                                                   **overrides)))
 
-    def inpaint(self, images: Any, known: Any, labels: Any, seed: int = 0, **overrides: Any) -> np.ndarray:
+    def inpaint(self, images: Any, known: Any, labels: Any = None, seed: int = 0, *, prompts: Any = None,
+                **overrides: Any) -> np.ndarray:
         """Keep the tokens of `images [B, H, W, C]` where `known` (bool over the token grid, `[B, rows, cols]` or
         `[B, seq_len]`) is true and sample the others (MaskGIT runs: `config.model.family="maskgit"`)."""
         if "known" not in decode.settings(self.model_config):
@@ -76,30 +91,31 @@ class ARPipeline:
             raise ValueError(f"known must be a mask over the token grid, [B={tokens.shape[0]}, {self.tokenizer.grid}] "
                              f"or [B, {tokens.shape[1]}], got shape {known.shape}.")
         return self.tokenizer.decode(np.asarray(self.sample_tokens(
-            labels, seed, given=tokens, known=known.reshape(tokens.shape), **overrides)))
+            labels, seed, prompts=prompts, given=tokens, known=known.reshape(tokens.shape), **overrides)))
 
-    def _tokens_and_labels(self, images: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _tokens_and_condition(self, images: Any, labels: Any, prompts: Any) -> tuple[np.ndarray, Any]:
         tokens = self.tokenizer.encode(images)
-        labels = sampling.check_labels(labels, self.model_config)
-        if labels.shape[0] != tokens.shape[0]:
-            raise ValueError(f"got {tokens.shape[0]} images but {labels.shape[0]} labels; pass one label per image.")
-        return tokens, labels
+        cond = self.condition(labels, prompts)
+        if conditions.batch_size(cond) != tokens.shape[0]:
+            raise ValueError(f"got {tokens.shape[0]} images but {conditions.batch_size(cond)} labels or prompts; "
+                             "pass one per image.")
+        return tokens, cond
 
-    def bits_per_dim(self, images: Any, labels: Any) -> np.ndarray:
-        """Exact NLL of uint8 `images [B, H, W, C]` given `labels [B]`, in bits per dimension, `[B]`."""
+    def bits_per_dim(self, images: Any, labels: Any = None, *, prompts: Any = None) -> np.ndarray:
+        """Exact NLL of uint8 `images [B, H, W, C]` given `labels [B]` (or `prompts`), in bits per dimension, `[B]`."""
         if not exact_likelihood(self.model_config):
             raise ValueError(f"a {self.config.model.family!r} run has no exact likelihood, so no bits/dim; use "
                              "pipe.masked_bits_per_token(images, labels) (NLL of masked tokens given the others).")
-        tokens, labels = self._tokens_and_labels(images, labels)
-        return bits_per_dim(self.params, self.model_config, tokens, labels, int(np.prod(self.tokenizer.image_shape)))
+        tokens, cond = self._tokens_and_condition(images, labels, prompts)
+        return bits_per_dim(self.params, self.model_config, tokens, cond, int(np.prod(self.tokenizer.image_shape)))
 
-    def masked_bits_per_token(self, images: Any, labels: Any) -> np.ndarray:
+    def masked_bits_per_token(self, images: Any, labels: Any = None, *, prompts: Any = None) -> np.ndarray:
         """MaskGIT's deterministic masked-token NLL (`ar_jax/models/maskgit.py`) in bits per masked token, `[B]`."""
         if exact_likelihood(self.model_config):
             raise ValueError("masked_bits_per_token is MaskGIT's measure; this run has an exact likelihood: use "
                              "pipe.bits_per_dim.")
-        tokens, labels = self._tokens_and_labels(images, labels)
-        return bits_per_dim(self.params, self.model_config, tokens, labels, self.model_config.seq_len)
+        tokens, cond = self._tokens_and_condition(images, labels, prompts)
+        return bits_per_dim(self.params, self.model_config, tokens, cond, self.model_config.seq_len)
 
 
 def restore_params(workdir: str | Path, model_config: Any, item: str = "params") -> Any:
@@ -134,5 +150,7 @@ def load(workdir: str | Path, weights: str = "default") -> Any:
         raise ValueError(f"{workdir!r} was trained without EMA (config.ema_decay=0); use weights='raw'.")
     item = "ema_params" if has_ema and weights != "raw" else "params"
     tokenizer = builders.make_tokenizer(config, workdir)
-    model_config = builders.make_model_config(config, tokenizer)
-    return ARPipeline(config, restore_params(workdir, model_config, item=item), tokenizer=tokenizer)
+    text_tokenizer = builders.make_text_tokenizer(config, workdir)
+    model_config = builders.make_model_config(config, tokenizer, text_tokenizer=text_tokenizer)
+    return ARPipeline(config, restore_params(workdir, model_config, item=item), tokenizer=tokenizer,
+                      text_tokenizer=text_tokenizer)

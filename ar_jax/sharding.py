@@ -104,9 +104,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def put_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """This process's rows of a global batch -> global arrays sharded over (data, fsdp)."""
-    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v) for k, v in batch.items()}
+def put_batch(batch: Any, mesh: Mesh) -> Any:
+    """This process's rows of a global batch (a pytree of arrays) -> global arrays sharded over (data, fsdp)."""
+    return jax.tree.map(lambda v: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v), batch)
 
 
 def process_rows(global_batch_size: int) -> slice:

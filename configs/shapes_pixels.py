@@ -39,6 +39,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.family = "transformer"  # model family: "transformer", "pixelcnn" or "pixelcnn_pp"
+    c.model.condition = "class"  # what the prefix is: "class" (labels) or "text" (captions; configs/scenes_t2i.py)
     c.model.dim = 64  # residual width
     c.model.num_layers = 2
     c.model.num_heads = 4

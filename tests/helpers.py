@@ -109,14 +109,19 @@ def tfds_config(**overrides) -> ml_collections.ConfigDict:
     return c
 
 
+def make_text_model(**overrides):
+    """A tiny random text-conditioned transformer `(cfg, params)`: prompts of up to 6 ids from a vocabulary of 20."""
+    return make_test_model(**{"condition": "text", "text_len": 6, "text_vocab_size": 20, **overrides})
+
+
 def cached_logits(cfg, params, tokens, labels, backend=backends.XLA):
-    """Prefill the class token, then feed tokens one at a time through the cache: `[B, T, V]`."""
+    """Prefill the condition's rows, then feed tokens one at a time through the cache: `[B, T, V]`."""
     model = Transformer(cfg, backend)
     cache = init_cache(cfg, tokens.shape[0])
     step = jax.jit(lambda t, c, s: model.apply({"params": params}, t, None, start=s, cache=c))
     out, cache = jax.jit(lambda c: model.apply({"params": params}, None, labels, start=0, cache=c))(cache)
     outs = [out[:, -1]]
     for t in range(tokens.shape[1] - 1):
-        out, cache = step(tokens[:, t:t + 1], cache, cfg.cls_token_num + t)
+        out, cache = step(tokens[:, t:t + 1], cache, cfg.prefix_len + t)
         outs.append(out[:, -1])
     return jnp.stack(outs, 1)

@@ -15,26 +15,25 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ar_jax.backends import Prepared
 from ar_jax.decode import processors as proc
-from ar_jax.decode.sampling import check_labels
+from ar_jax.models import conditions
 from ar_jax.models.transformer import Transformer, TransformerConfig, init_cache, prepare
 
 Array = jax.Array
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "width", "use_cfg"))
-def _beam_search(prepared: Prepared, labels: Array, schedule: Any, *, cfg: TransformerConfig, width: int,
+def _beam_search(prepared: Prepared, cond: Any, schedule: Any, *, cfg: TransformerConfig, width: int,
                  use_cfg: bool) -> tuple[Array, Array]:
-    """labels `[B]` -> (tokens `[B, W, T]`, summed log-probs `[B, W]`), best beam first."""
+    """cond (batch B) -> (tokens `[B, W, T]`, summed log-probs `[B, W]`), best beam first."""
     params, model = prepared.params, Transformer(cfg, prepared.backend)
-    B, W, V, C, T = labels.shape[0], width, cfg.vocab_size, cfg.cls_token_num, cfg.seq_len
-    rows = jnp.repeat(labels, W)  # [B * W]: sample b's beams are rows b * W .. b * W + W - 1
+    B, W, V, C, T = conditions.batch_size(cond), width, cfg.vocab_size, cfg.prefix_len, cfg.seq_len
+    rows = conditions.repeat(cond, W)  # [B * W]: sample b's beams are rows b * W .. b * W + W - 1
     if use_cfg:
-        rows = jnp.concatenate([rows, jnp.full_like(rows, cfg.null_label)])
-    cache = init_cache(cfg, rows.shape[0], C + T - 1)
+        rows = conditions.concat(rows, conditions.null_like(cfg, rows))
+    cache = init_cache(cfg, conditions.batch_size(rows), C + T - 1)
     logits, cache = model.apply({"params": params}, None, rows, start=0, cache=cache)
     scores = jnp.tile(jnp.where(jnp.arange(W) == 0, 0.0, -jnp.inf), (B, 1))  # [B, W]
     seqs = jnp.zeros((B, W, T), jnp.int32)
@@ -68,9 +67,10 @@ def _beam_search(prepared: Prepared, labels: Array, schedule: Any, *, cfg: Trans
     return seqs, scores
 
 
-def beam_search(params: Any, cfg: TransformerConfig, labels: Any, *, width: int = 4,
+def beam_search(params: Any, cfg: TransformerConfig, cond: Any, *, width: int = 4,
                 cfg_scale: Any = 1.0) -> tuple[Array, Array]:
-    """The `width` best token sequences `[B, width, seq_len]` for `labels [B]` and their log-probs `[B, width]`.
+    """The `width` best token sequences `[B, width, seq_len]` given `cond` (labels `[B]`, prompt ids, ...) and their
+    log-probs `[B, width]`.
 
     Best first: `tokens[:, 0]` is the answer. `cfg_scale` is a number or a `processors` schedule; with
     guidance, sequences are scored by the guided distribution. Width 1 is greedy decoding. Arguments are
@@ -78,11 +78,11 @@ def beam_search(params: Any, cfg: TransformerConfig, labels: Any, *, width: int 
     """
     if isinstance(width, bool) or int(width) != width or width < 1:
         raise ValueError(f"width={width} must be an integer >= 1 (1 is greedy decoding).")
-    labels = check_labels(labels, cfg)
+    cond = conditions.check(cfg, cond)
     schedule = proc.as_schedule(cfg_scale)
     use_cfg = proc.uses_guidance(cfg_scale)
-    if use_cfg and not cfg.null_class:
+    if use_cfg and not conditions.has_null(cfg):
         raise ValueError(f"cfg_scale={cfg_scale} needs a model trained with a null class (null_class=True); "
                          "use cfg_scale=1.0.")
-    return _beam_search(prepare(params), jnp.asarray(labels, np.int32), schedule, cfg=cfg, width=int(width),
+    return _beam_search(prepare(params), cond, schedule, cfg=cfg, width=int(width),
                         use_cfg=use_cfg)

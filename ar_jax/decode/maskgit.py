@@ -13,7 +13,8 @@ import numpy as np
 from ar_jax import backends
 from ar_jax.backends import Backend
 from ar_jax.decode import processors as proc
-from ar_jax.decode.sampling import SamplingParams, check_labels
+from ar_jax.decode.sampling import SamplingParams
+from ar_jax.models import conditions
 from ar_jax.models.maskgit import MaskGITConfig
 
 Array = jax.Array
@@ -29,14 +30,14 @@ def masked_after(num_masked: np.ndarray, steps: int) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "backend", "steps", "greedy", "use_cfg", "history"))
-def _decode(params: Any, labels: Array, given: Array, known: Array, schedule: Array, rng: Array, chain: tuple,
+def _decode(params: Any, cond: Any, given: Array, known: Array, schedule: Array, rng: Array, chain: tuple,
             choice_temperature: Array, *, cfg: MaskGITConfig, backend: Backend, steps: int, greedy: bool, use_cfg: bool,
             history: bool = False) -> tuple[Array, Any]:
     """tokens `[B, T]`, and (if history) the tokens and masks after each step, each `[steps, B, T]`.
 
     `schedule [steps, B]`: how many tokens stay masked after each step (`masked_after`)."""
     B, T = given.shape
-    rows = jnp.concatenate([labels, jnp.full_like(labels, cfg.null_label)]) if use_cfg else labels
+    rows = conditions.concat(cond, conditions.null_like(cfg.net, cond)) if use_cfg else cond
     sampler = proc.Greedy() if greedy else proc.Categorical()
 
     def step(carry, inp):
@@ -102,12 +103,13 @@ def _given_and_known(cfg: MaskGITConfig, batch: int, given: Any, known: Any, pre
     return np.where(known, given, 0).astype(np.int32), known
 
 
-def generate(params: Any, cfg: MaskGITConfig, labels: Any, rng: Array, *, steps: int = 10,
+def generate(params: Any, cfg: MaskGITConfig, cond: Any, rng: Array, *, steps: int = 10,
              choice_temperature: float = 4.5, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              greedy: bool = False, cfg_scale: Any = 1.0, min_p: float = 0.0, typical_p: float = 1.0,
              repetition_penalty: float = 1.0, given: Any = None, known: Any = None, prefix: Any = None,
              return_history: bool = False) -> Array | tuple[Array, tuple[Array, Array]]:
-    """Image tokens `[B, seq_len]` for class `labels [B]` by `steps` parallel decoding iterations.
+    """Image tokens `[B, seq_len]` given `cond` (class labels `[B]`, prompt ids, ...) by `steps` parallel decoding
+    iterations.
 
     `given [B, T]` / `known [B, T]` (inpainting) or `prefix [B, P]` fix tokens; a guidance schedule's position is
     the step (`Linear(1, s)` ramps over steps). `return_history` adds the tokens (`mask_id` where masked) and
@@ -115,10 +117,10 @@ def generate(params: Any, cfg: MaskGITConfig, labels: Any, rng: Array, *, steps:
     """
     SamplingParams(temperature, top_k, top_p, greedy, cfg_scale, min_p, typical_p).validate(cfg.vocab_size)
     check_settings(cfg, steps, choice_temperature, repetition_penalty)
-    labels = check_labels(labels, cfg)
-    given, known = _given_and_known(cfg, labels.shape[0], given, known, prefix)
+    cond = conditions.check(cfg.net, cond)
+    given, known = _given_and_known(cfg, conditions.batch_size(cond), given, known, prefix)
     use_cfg = proc.uses_guidance(cfg_scale)
-    if use_cfg and not cfg.null_class:
+    if use_cfg and not conditions.has_null(cfg.net):
         raise ValueError(f"cfg_scale={cfg_scale} needs a model trained with a null class; use cfg_scale=1.0.")
     chain: tuple = (proc.Guidance(proc.as_schedule(cfg_scale)),) if use_cfg else ()
     if not greedy:
@@ -126,7 +128,7 @@ def generate(params: Any, cfg: MaskGITConfig, labels: Any, rng: Array, *, steps:
                               top_p=np.float32(top_p) if top_p < 1 else None,
                               min_p=np.float32(min_p) if min_p > 0 else None,
                               typical_p=np.float32(typical_p) if typical_p < 1 else None)
-    tokens, hist = _decode(params, jnp.asarray(labels), jnp.asarray(given), jnp.asarray(known),
+    tokens, hist = _decode(params, cond, jnp.asarray(given), jnp.asarray(known),
                            jnp.asarray(masked_after((~known).sum(1), int(steps))), rng, chain,
                            jnp.float32(choice_temperature), cfg=cfg, backend=backends.for_arrays(params),
                            steps=int(steps), greedy=bool(greedy),

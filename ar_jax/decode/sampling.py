@@ -20,6 +20,7 @@ import numpy as np
 from ar_jax.backends import Prepared
 from ar_jax.decode import processors as proc
 from ar_jax.decode.processors import guide, top_k_filter, top_p_filter  # noqa: F401  (public here too)
+from ar_jax.models import conditions
 from ar_jax.models.transformer import Transformer, TransformerConfig, init_cache, prepare
 
 Array = jax.Array
@@ -64,7 +65,7 @@ def sample_token(logits: Array, rng: Array, temperature: Array | float, top_p: A
 
 @functools.partial(jax.jit, static_argnames=("cfg", "top_k", "use_top_p", "greedy", "use_cfg",
                                              "keep_logits"))
-def _generate(prepared: Prepared, labels: Array, prefix: Array, rng: Array, temperature: Array, top_p: Array,
+def _generate(prepared: Prepared, cond: Any, prefix: Array, rng: Array, temperature: Array, top_p: Array,
               cfg_scale: Any, adjust: tuple = (), warp: tuple = (), *, cfg: TransformerConfig, top_k: int,
               use_top_p: bool, greedy: bool, use_cfg: bool, keep_logits: bool) -> tuple[Array, Array | None]:
     """Returns tokens `[B, seq_len]` and (if keep_logits) the logits each was chosen from `[B, T - P, V]`.
@@ -74,9 +75,9 @@ def _generate(prepared: Prepared, labels: Array, prefix: Array, rng: Array, temp
     """
     params, model = prepared.params, Transformer(cfg, prepared.backend)
     B, P = prefix.shape
-    C, T = cfg.cls_token_num, cfg.seq_len
+    C, T = cfg.prefix_len, cfg.seq_len
     if use_cfg:
-        labels = jnp.concatenate([labels, jnp.full_like(labels, cfg.null_label)])
+        cond = conditions.concat(cond, conditions.null_like(cfg, cond))
         prefix = jnp.concatenate([prefix, prefix])
         schedule = cfg_scale if isinstance(cfg_scale, proc.Schedule) else proc.Constant(cfg_scale)
         adjust = (proc.Guidance(schedule),) + tuple(adjust)
@@ -84,8 +85,8 @@ def _generate(prepared: Prepared, labels: Array, prefix: Array, rng: Array, temp
         warp = proc.warpers(temperature, top_k=top_k, top_p=top_p if use_top_p else None) + tuple(warp)
     sampler = proc.Greedy() if greedy else proc.Categorical()
     counts = proc.count_tokens(prefix[:B], cfg.vocab_size) if proc.needs_counts(adjust + warp) else None
-    cache = init_cache(cfg, labels.shape[0], C + T - 1)
-    logits, cache = model.apply({"params": params}, prefix, labels, start=0, cache=cache)
+    cache = init_cache(cfg, prefix.shape[0], C + T - 1)
+    logits, cache = model.apply({"params": params}, prefix, cond, start=0, cache=cache)
     logits = logits[:, -1]
 
     def pick(logits, pos, counts, key):
@@ -114,26 +115,17 @@ def _generate(prepared: Prepared, labels: Array, prefix: Array, rng: Array, temp
     return jnp.concatenate([prefix[:B], toks], axis=1), used
 
 
-def check_labels(labels: Any, cfg: TransformerConfig) -> np.ndarray:
-    """Labels as int32 `[B]`, or ValueError naming the bad label and the valid range."""
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.shape[0] == 0:
-        raise ValueError(f"labels must be a non-empty 1-D array of class ids, got shape {labels.shape}.")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be integers, got dtype {labels.dtype}.")
-    hi = max(cfg.num_classes, 1)  # an unconditional model has one class: its null label 0
-    bad = labels[(labels < 0) | (labels >= hi)]
-    if bad.size:
-        raise ValueError(f"label {bad[0]} is outside [0, num_classes={cfg.num_classes}); pass class ids "
-                         f"0..{hi - 1}.")
-    return labels.astype(np.int32)
+def check_labels(labels: Any, cfg: Any) -> np.ndarray:
+    """Labels as int32 `[B]`, or ValueError naming the bad label and the valid range (any class-conditional family)."""
+    return conditions.check_labels(labels, cfg.num_classes)
 
 
-def generate(params: Any, cfg: TransformerConfig, labels: Any, rng: Array, *, prefix: Any = None,
+def generate(params: Any, cfg: TransformerConfig, cond: Any, rng: Array, *, prefix: Any = None,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
              cfg_scale: Any = 1.0, return_logits: bool = False, min_p: float = 0.0, typical_p: float = 1.0,
              repetition_penalty: float = 1.0) -> Array | tuple[Array, Array]:
-    """Sample image tokens `[B, cfg.seq_len]` for class `labels [B]`.
+    """Sample image tokens `[B, cfg.seq_len]` given `cond` (class labels `[B]`, prompt ids `[B, text_len]`, ...:
+    `ar_jax.models.conditions`).
 
     `prefix [B, P]` fixes the first P tokens (completion). `cfg_scale` is a number or a schedule over
     positions (`processors.Constant`, `Linear`, `Interval`). `min_p`, `typical_p` filter like top-p;
@@ -142,10 +134,11 @@ def generate(params: Any, cfg: TransformerConfig, labels: Any, rng: Array, *, pr
     """
     sp = SamplingParams(temperature, top_k, top_p, greedy, cfg_scale, min_p, typical_p, repetition_penalty)
     sp.validate(cfg.vocab_size)
-    labels = check_labels(labels, cfg)
-    prefix = np.zeros((labels.shape[0], 0), np.int32) if prefix is None else np.asarray(prefix)
-    if prefix.ndim != 2 or prefix.shape[0] != labels.shape[0]:
-        raise ValueError(f"prefix must be [B={labels.shape[0]}, P] tokens, got shape {prefix.shape}.")
+    cond = conditions.check(cfg, cond)
+    B = conditions.batch_size(cond)
+    prefix = np.zeros((B, 0), np.int32) if prefix is None else np.asarray(prefix)
+    if prefix.ndim != 2 or prefix.shape[0] != B:
+        raise ValueError(f"prefix must be [B={B}, P] tokens, got shape {prefix.shape}.")
     if prefix.shape[1] >= cfg.seq_len:
         raise ValueError(f"prefix of {prefix.shape[1]} tokens leaves nothing to sample: the model's "
                          f"context holds seq_len={cfg.seq_len} image tokens; pass fewer than that.")
@@ -153,14 +146,14 @@ def generate(params: Any, cfg: TransformerConfig, labels: Any, rng: Array, *, pr
         raise ValueError(f"prefix tokens must be in [0, vocab_size={cfg.vocab_size}), got "
                          f"{prefix.min()}..{prefix.max()}.")
     use_cfg = proc.uses_guidance(cfg_scale)
-    if use_cfg and not cfg.null_class:
+    if use_cfg and not conditions.has_null(cfg):
         raise ValueError(f"cfg_scale={cfg_scale} needs a model trained with a null class (null_class=True); "
                          "use cfg_scale=1.0.")
     schedule = proc.as_schedule(cfg_scale)
     adjust = (proc.RepetitionPenalty(np.float32(repetition_penalty)),) if repetition_penalty != 1.0 else ()
     warp = tuple(cls(np.float32(v)) for cls, v, on in ((proc.MinP, min_p, min_p > 0),
                                                         (proc.Typical, typical_p, typical_p < 1)) if on)
-    toks, used = _generate(prepare(params), jnp.asarray(labels), jnp.asarray(prefix, jnp.int32), rng,
+    toks, used = _generate(prepare(params), cond, jnp.asarray(prefix, jnp.int32), rng,
                            jnp.float32(max(temperature, 1e-5)), jnp.float32(top_p),
                            schedule if isinstance(cfg_scale, proc.Schedule) else jnp.float32(cfg_scale),
                            adjust, () if greedy else warp, cfg=cfg, top_k=int(top_k), use_top_p=top_p < 1.0,

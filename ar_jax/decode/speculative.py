@@ -34,7 +34,8 @@ import numpy as np
 
 from ar_jax.backends import Prepared
 from ar_jax.decode import processors as proc
-from ar_jax.decode.sampling import SamplingParams, check_labels
+from ar_jax.decode.sampling import SamplingParams
+from ar_jax.models import conditions
 from ar_jax.models.transformer import Transformer, TransformerConfig, init_cache, prepare
 
 Array = jax.Array
@@ -46,15 +47,16 @@ def _sample(probs: Array, key: Array) -> Array:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "draft_cfg", "k", "greedy"))
-def _speculate(prepared: Prepared, draft_prepared: Prepared, labels: Array, rng: Array, chain: tuple, *,
+def _speculate(prepared: Prepared, draft_prepared: Prepared, cond: Any, rng: Array, chain: tuple, *,
                cfg: TransformerConfig, draft_cfg: TransformerConfig, k: int, greedy: bool
                ) -> tuple[Array, dict[str, Array]]:
-    """labels `[B]` -> tokens `[B, seq_len]` and totals {proposed, accepted, rounds} (int32 scalars)."""
+    """cond (batch B) -> tokens `[B, seq_len]` and totals {proposed, accepted, rounds} (int32 scalars)."""
     params, draft_params = prepared.params, draft_prepared.params
     tgt, drf = Transformer(cfg, prepared.backend), Transformer(draft_cfg, draft_prepared.backend)
-    B, V, C, T = labels.shape[0], cfg.vocab_size, cfg.cls_token_num, cfg.seq_len
+    B, V, C, T = conditions.batch_size(cond), cfg.vocab_size, cfg.prefix_len, cfg.seq_len
     use_cfg = any(isinstance(p, proc.Guidance) for p in chain)
-    rows = jnp.concatenate([labels, jnp.full_like(labels, cfg.null_label)]) if use_cfg else labels
+    rows = conditions.concat(cond, conditions.null_like(cfg, cond)) if use_cfg else cond
+    R = 2 * B if use_cfg else B
     dup = (lambda x: jnp.concatenate([x, x])) if use_cfg else (lambda x: x)  # tokens for [cond; uncond]
 
     def probs(logits: Array, pos: Array) -> Array:
@@ -104,11 +106,11 @@ def _speculate(prepared: Prepared, draft_prepared: Prepared, labels: Array, rng:
 
     # Round 0: prefill the draft with the class tokens, prefill the target with class tokens + drafts.
     rng, kp, ka = jax.random.split(rng, 3)
-    dcache = init_cache(draft_cfg, rows.shape[0], C + T + k)  # the draft may run k - 1 tokens past the end
+    dcache = init_cache(draft_cfg, R, C + T + k)  # the draft may run k - 1 tokens past the end
     dlogits, dcache = drf.apply({"params": draft_params}, None, rows, start=0, cache=dcache)
     dcache, drafts, q = propose(dcache, probs(dlogits[:, -1:], jnp.zeros(1, jnp.int32))[:, 0], 0, kp)
     tlogits, tcache = tgt.apply({"params": params}, dup(drafts), rows, start=0,
-                                cache=init_cache(cfg, rows.shape[0], C + T))
+                                cache=init_cache(cfg, R, C + T))
     m, tok = accept(probs(tlogits[:, C - 1:], jnp.arange(k + 1)), q, drafts, 0, ka)
     buf = jnp.zeros((B, T + k), jnp.int32).at[:, :k].set(drafts)  # [B, T + k]: tokens, then drafts
     zero = jnp.int32(0)
@@ -139,7 +141,8 @@ def _speculate(prepared: Prepared, draft_prepared: Prepared, labels: Array, rng:
 
 def check_draft(cfg: TransformerConfig, draft_cfg: TransformerConfig) -> None:
     """ValueError unless the draft reads and writes the same token sequences as the target."""
-    for name in ("vocab_size", "seq_len", "num_classes", "cls_token_num", "null_class"):
+    for name in ("vocab_size", "seq_len", "num_classes", "cls_token_num", "null_class", "condition", "text_len",
+                 "text_vocab_size", "caption_dim"):
         a, b = getattr(cfg, name), getattr(draft_cfg, name)
         if a != b:
             raise ValueError(f"draft and target disagree on {name}: target has {a}, draft has {b}; "
@@ -148,11 +151,12 @@ def check_draft(cfg: TransformerConfig, draft_cfg: TransformerConfig) -> None:
         raise ValueError("speculative decoding needs causal models (causal=True) for target and draft.")
 
 
-def generate(params: Any, cfg: TransformerConfig, draft_params: Any, draft_cfg: TransformerConfig, labels: Any,
+def generate(params: Any, cfg: TransformerConfig, draft_params: Any, draft_cfg: TransformerConfig, cond: Any,
              rng: Array, *, k: int = 4, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              min_p: float = 0.0, typical_p: float = 1.0, greedy: bool = False,
              cfg_scale: Any = 1.0) -> tuple[Array, dict[str, Array]]:
-    """Sample image tokens `[B, seq_len]` from the target (`params`, `cfg`) with a draft proposing k at a time.
+    """Sample image tokens `[B, seq_len]` given `cond` from the target (`params`, `cfg`) with a draft proposing k at
+    a time.
 
     Returns the tokens and acceptance totals `{"proposed", "accepted", "rounds"}` (int32 scalars): per
     round, `proposed` counts the drafts that could still be used (at most k, fewer at the end) and
@@ -164,10 +168,10 @@ def generate(params: Any, cfg: TransformerConfig, draft_params: Any, draft_cfg: 
                          "k drafts plus the token before them in one window of the sequence.")
     check_draft(cfg, draft_cfg)
     SamplingParams(temperature, top_k, top_p, greedy, cfg_scale, min_p, typical_p).validate(cfg.vocab_size)
-    labels = check_labels(labels, cfg)
+    cond = conditions.check(cfg, cond)
     chain: tuple = ()
     if proc.uses_guidance(cfg_scale):
-        if not cfg.null_class:
+        if not conditions.has_null(cfg):
             raise ValueError(f"cfg_scale={cfg_scale} needs models trained with a null class (null_class=True); "
                              "use cfg_scale=1.0.")
         chain += (proc.Guidance(proc.as_schedule(cfg_scale)),)
@@ -176,5 +180,5 @@ def generate(params: Any, cfg: TransformerConfig, draft_params: Any, draft_cfg: 
                               top_p=np.float32(top_p) if top_p < 1 else None,
                               min_p=np.float32(min_p) if min_p > 0 else None,
                               typical_p=np.float32(typical_p) if typical_p < 1 else None)
-    return _speculate(prepare(params), prepare(draft_params), jnp.asarray(labels), rng, chain, cfg=cfg,
+    return _speculate(prepare(params), prepare(draft_params), cond, rng, chain, cfg=cfg,
                       draft_cfg=draft_cfg, k=int(k), greedy=bool(greedy))

@@ -10,6 +10,7 @@ import numpy as np
 
 from ar_jax import backends
 from ar_jax.backends import Backend
+from ar_jax.models import conditions
 from ar_jax.models.transformer import TransformerConfig
 from ar_jax.training.steps import example_nll
 
@@ -17,7 +18,7 @@ _nll = jax.jit(example_nll, static_argnames=("cfg", "backend"))
 EVAL_TOKENS = 16384  # tokens per evaluation batch by default (256 images of 64 tokens; 5 of 3072)
 
 
-def nll_nats(params: Any, cfg: TransformerConfig, tokens: np.ndarray, labels: np.ndarray,
+def nll_nats(params: Any, cfg: TransformerConfig, tokens: np.ndarray, cond: Any,
              batch_size: int | None = None, backend: Backend | None = None) -> np.ndarray:
     """NLL in nats of each image, `[N]`; evaluated in fixed-size padded batches (one compilation), by default of
     `EVAL_TOKENS` tokens (attention over long sequences holds `[B, heads, T, T]`). `backend`: where the params live."""
@@ -27,19 +28,19 @@ def nll_nats(params: Any, cfg: TransformerConfig, tokens: np.ndarray, labels: np
     bs = min(batch_size, n)
     out = []
     for i in range(0, n, bs):
-        t, lab = tokens[i:i + bs], labels[i:i + bs]
+        t, c = tokens[i:i + bs], conditions.take(cond, slice(i, i + bs))
         pad = bs - t.shape[0]
         if pad:
             t = np.concatenate([t, np.repeat(t[:1], pad, 0)])
-            lab = np.concatenate([lab, np.repeat(lab[:1], pad, 0)])
-        out.append(np.asarray(_nll(params, {"tokens": t, "labels": lab}, cfg=cfg, backend=backend))[: bs - pad])
+            c = jax.tree.map(lambda x, pad=pad: np.concatenate([x, np.repeat(x[:1], pad, 0)]), c)
+        out.append(np.asarray(_nll(params, {"tokens": t, "cond": c}, cfg=cfg, backend=backend))[: bs - pad])
     return np.concatenate(out)
 
 
-def bits_per_dim(params: Any, cfg: TransformerConfig, tokens: np.ndarray, labels: np.ndarray,
+def bits_per_dim(params: Any, cfg: TransformerConfig, tokens: np.ndarray, cond: Any,
                  dims_per_image: int, batch_size: int | None = None, backend: Backend | None = None) -> np.ndarray:
-    """Bits per dimension of each image, `[N]`."""
-    return nll_nats(params, cfg, tokens, labels, batch_size, backend) / (dims_per_image * math.log(2))
+    """Bits per dimension of each image given its condition (labels `[N]`, prompt ids, ...), `[N]`."""
+    return nll_nats(params, cfg, tokens, cond, batch_size, backend) / (dims_per_image * math.log(2))
 
 
 def independent_pixel_bpd(train: np.ndarray, test: np.ndarray, levels: int) -> float:

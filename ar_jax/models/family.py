@@ -17,6 +17,7 @@ class ModelFamily(Protocol):
     """A model family's config."""
 
     exact_likelihood: ClassVar[bool]  # token_nll is an exact likelihood (MaskGIT's is a masked-token NLL)
+    condition: str  # what it is conditioned on (`ar_jax.models.conditions.KINDS`); the PixelCNN families: "class"
 
     @property
     def vocab_size(self) -> int: ...  # token ids the model predicts

@@ -72,6 +72,27 @@ class MaskGITConfig:
     def null_class(self) -> bool:
         return self.net.null_class
 
+    @property
+    def condition(self) -> str:
+        """The net's condition (`ar_jax.models.conditions`); so are the fields below."""
+        return self.net.condition
+
+    @property
+    def text_len(self) -> int:
+        return self.net.text_len
+
+    @property
+    def text_vocab_size(self) -> int:
+        return self.net.text_vocab_size
+
+    @property
+    def caption_dim(self) -> int:
+        return self.net.caption_dim
+
+    @property
+    def cls_token_num(self) -> int:
+        return self.net.cls_token_num
+
     # The model-family protocol.
     def init(self, rng: Array) -> tuple[Any, Any]:
         """`(params, logical_axes)` of the bidirectional transformer."""
@@ -81,13 +102,13 @@ class MaskGITConfig:
     def logical_axes(self) -> Any:
         return param_logical_axes(self.net)
 
-    def logits(self, params: Any, inputs: Array, labels: Array, rng: Array | None = None,
+    def logits(self, params: Any, inputs: Array, cond: Any, rng: Array | None = None,
                backend: Backend | None = None) -> Array:
         """Inputs `[B, T]` (image ids or `mask_id`) -> logits `[B, T, vocab_size]` of each position's token."""
         rngs = None if rng is None else {"dropout": rng}
-        out, _ = Transformer(self.net, backend or backends.XLA).apply({"params": params}, inputs, labels,
+        out, _ = Transformer(self.net, backend or backends.XLA).apply({"params": params}, inputs, cond,
                                                                       deterministic=rng is None, rngs=rngs)
-        return out[:, self.net.cls_token_num:, : self.vocab_size]
+        return out[:, self.net.prefix_len:, : self.vocab_size]
 
     def token_nll(self, params: Any, tokens: Array, labels: Array, rng: Array | None = None,
                   backend: Backend | None = None) -> Array:

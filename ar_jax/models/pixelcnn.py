@@ -44,6 +44,8 @@ class PixelCNNConfig:
     dropout: float = 0.0  # on each layer's output before its residual add (training only)
 
     exact_likelihood: ClassVar[bool] = True  # token_nll is the exact NLL (the model-family protocol)
+    condition: ClassVar[str] = "class"  # conditioned on class labels only (`ar_jax.models.conditions`)
+    null_class: ClassVar[bool] = True  # row num_classes is the null class
 
     def replace(self, **kw: Any) -> PixelCNNConfig:
         return dataclasses.replace(self, **kw)

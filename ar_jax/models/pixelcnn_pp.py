@@ -46,6 +46,8 @@ class PixelCNNPPConfig:
     dropout: float = 0.0  # inside each gated resnet block (training only)
 
     exact_likelihood: ClassVar[bool] = True  # token_nll is the exact NLL (the model-family protocol)
+    condition: ClassVar[str] = "class"  # conditioned on class labels only (`ar_jax.models.conditions`)
+    null_class: ClassVar[bool] = True  # row num_classes is the null class
 
     def replace(self, **kw: Any) -> PixelCNNPPConfig:
         return dataclasses.replace(self, **kw)

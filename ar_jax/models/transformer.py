@@ -1,8 +1,9 @@
 """The one decoder: class-conditional, LlamaGen-shaped, causal (AR) or bidirectional (MaskGIT).
 
-Sequence layout (LlamaGen's): `[cls_0 .. cls_{C-1}, tok_0, tok_1, ...]`; the output at sequence
-position `C - 1 + j` predicts image token `j`. Pre-norm RMSNorm blocks, SwiGLU, grouped-query
-attention with interleaved rotary embeddings (1-D or LlamaGen's 2-D grid form, class rows zero).
+Sequence layout (LlamaGen's): `[prefix_0 .. prefix_{C-1}, tok_0, tok_1, ...]`, the prefix being the condition's rows
+(class tokens, a text prompt, or caption features: `ar_jax.models.conditions`); the output at sequence position
+`C - 1 + j` predicts image token `j`. Pre-norm RMSNorm blocks, SwiGLU, grouped-query attention with interleaved
+rotary embeddings (1-D or LlamaGen's 2-D grid form; class and caption rows zero).
 The KV cache is data: `{"k", "v"}`, each a tuple of one array `[B, kv_heads, max_len, head_dim]` per layer,
 passed in and returned; a call writes its keys/values at `start` with `lax.dynamic_update_slice`. One array
 per layer, not one stacked `[layers, ...]` array (XLA updates a layer's array in place), heads-major so decoding
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 
 from ar_jax import axes, backends
 from ar_jax.backends import Backend, Prepared
-from ar_jax.models import losses
+from ar_jax.models import conditions, losses
 
 Array = jax.Array
 Cache = dict[str, tuple[Array, ...]]
@@ -37,7 +38,7 @@ class TransformerConfig:
 
     vocab_size: int  # image-token vocabulary (plus a [MASK] id for MaskGIT, if any)
     seq_len: int  # image tokens per sample (LlamaGen's block_size)
-    num_classes: int  # class labels 0..num_classes-1; 0 means unconditional
+    num_classes: int  # class labels 0..num_classes-1; 0 means unconditional (condition="class")
     dim: int = 256
     num_layers: int = 4
     num_heads: int = 4
@@ -48,7 +49,11 @@ class TransformerConfig:
     rope: str = "2d"  # "2d" (LlamaGen, needs a square seq_len) or "1d"
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
-    cls_token_num: int = 1  # class tokens before the image tokens
+    cls_token_num: int = 1  # class (or LlamaGen caption) rows before the image tokens
+    condition: str = "class"  # what the prefix is (`conditions.KINDS`): "class", "text" or "caption"
+    text_len: int = 0  # condition="text": prompt tokens (left-padded), followed by one begin-image row
+    text_vocab_size: int = 0  # condition="text": prompt token ids 0..text_vocab_size-1 (0 is padding)
+    caption_dim: int = 0  # condition="caption": width of the caption features (LlamaGen t2i: T5's 2048)
     null_class: bool = True  # an extra class row (id num_classes) for CFG / label dropout
     token_dropout: float = 0.0
     resid_dropout: float = 0.0
@@ -89,9 +94,14 @@ class TransformerConfig:
         return self.num_classes
 
     @property
+    def prefix_len(self) -> int:
+        """Condition rows before the image tokens (`conditions.prefix_len`)."""
+        return conditions.prefix_len(self)
+
+    @property
     def max_len(self) -> int:
-        """Longest sequence the model sees: class tokens + all image tokens."""
-        return self.cls_token_num + self.seq_len
+        """Longest sequence the model sees: the condition's rows + all image tokens."""
+        return self.prefix_len + self.seq_len
 
     # The model-family protocol (shared with other families, e.g. PixelCNN): what training, evaluation and
     # pipelines call, so that they never branch on the model class.
@@ -102,13 +112,14 @@ class TransformerConfig:
     def logical_axes(self) -> Any:
         return param_logical_axes(self)
 
-    def token_nll(self, params: Any, tokens: Array, labels: Array, rng: Array | None = None,
+    def token_nll(self, params: Any, tokens: Array, cond: Any, rng: Array | None = None,
                   backend: Backend | None = None) -> Array:
-        """Teacher-forced NLL in nats of each image token `[B, T]` (dropout on when rng is given)."""
-        logits, _ = Transformer(self, backend or backends.XLA).apply({"params": params}, tokens[:, :-1], labels,
-                                                     deterministic=rng is None,
-                                                     rngs=None if rng is None else {"dropout": rng})
-        return losses.token_nll(logits[:, self.cls_token_num - 1:], tokens)  # position C-1+j predicts token j
+        """Teacher-forced NLL in nats of each image token `[B, T]` given the condition (dropout on when rng is
+        given)."""
+        logits, _ = Transformer(self, backend or backends.XLA).apply({"params": params}, tokens[:, :-1], cond,
+                                                                     deterministic=rng is None,
+                                                                     rngs=None if rng is None else {"dropout": rng})
+        return losses.token_nll(logits[:, self.prefix_len - 1:], tokens)  # position C-1+j predicts token j
 
     def decoding(self, params: Any, backend: Backend | None = None) -> tuple[TransformerConfig, Prepared]:
         """`(cfg, prepared)`: the weights as `backend` (default: where they live) reads them fastest when decoding,
@@ -135,6 +146,13 @@ class TransformerConfig:
             raise ValueError("an unconditional model (num_classes=0) needs null_class=True for its start token.")
         if self.cls_token_num < 1:
             raise ValueError(f"cls_token_num={self.cls_token_num} must be at least 1.")
+        if self.condition not in conditions.KINDS:
+            raise ValueError(f"condition={self.condition!r} is not one of {conditions.KINDS}.")
+        if self.condition == "text" and (self.text_len < 1 or self.text_vocab_size < 2):
+            raise ValueError(f"condition='text' needs text_len >= 1 and text_vocab_size >= 2, got {self.text_len} and "
+                             f"{self.text_vocab_size}; set config.text.max_len and train or give a tokenizer.")
+        if self.condition == "caption" and self.caption_dim < 1:
+            raise ValueError(f"condition='caption' needs caption_dim >= 1, got {self.caption_dim}.")
         if self.attn_dropout:
             raise ValueError(f"attn_dropout={self.attn_dropout} is not supported; set it to 0.0 "
                              "(LlamaGen's models use 0; use resid_dropout / ffn_dropout).")
@@ -143,7 +161,8 @@ class TransformerConfig:
 
 
 def rope_table(cfg: TransformerConfig) -> Array:
-    """Rotary angles `[max_len, head_dim // 2, 2]` (cos, sin); class-token rows are zero (LlamaGen)."""
+    """Rotary angles `[max_len, head_dim // 2, 2]` (cos, sin). Class and caption rows are zero (LlamaGen); a text
+    prompt's rows get 1-D angles of their position, so attention sees word order."""
     n = cfg.head_dim
     if cfg.rope == "2d":
         grid = math.isqrt(cfg.seq_len)
@@ -157,7 +176,13 @@ def rope_table(cfg: TransformerConfig) -> Array:
         freqs = 1.0 / (cfg.rope_base ** (jnp.arange(0, n, 2)[: n // 2].astype(jnp.float32) / n))
         ang = jnp.outer(jnp.arange(cfg.seq_len, dtype=jnp.float32), freqs)
     table = jnp.stack([jnp.cos(ang), jnp.sin(ang)], axis=-1)
-    return jnp.concatenate([jnp.zeros((cfg.cls_token_num, n // 2, 2), jnp.float32), table])
+    C = cfg.prefix_len
+    prefix = jnp.zeros((C, n // 2, 2), jnp.float32)
+    if cfg.condition == "text":
+        freqs = 1.0 / (cfg.rope_base ** (jnp.arange(0, n, 2)[: n // 2].astype(jnp.float32) / n))
+        ang = jnp.outer(jnp.arange(C, dtype=jnp.float32), freqs)
+        prefix = jnp.stack([jnp.cos(ang), jnp.sin(ang)], axis=-1)
+    return jnp.concatenate([prefix, table])
 
 
 def apply_rope(x: Array, rope: Array) -> Array:
@@ -240,7 +265,8 @@ class Attention(nn.Module):
             ck = jax.lax.dynamic_update_slice(ck, k.transpose(0, 2, 1, 3).astype(ck.dtype), idx)
             cv = jax.lax.dynamic_update_slice(cv, v.transpose(0, 2, 1, 3).astype(cv.dtype), idx)
             cache = (ck, cv)
-            out = be.cached_attention(q, ck, cv, start=start, causal=cfg.causal, mask=mask, lengths_only=True,
+            out = be.cached_attention(q, ck, cv, start=start, causal=cfg.causal, mask=mask,
+                                      lengths_only=not conditions.has_padding(cfg),
                                       scale=D ** -0.5)
         out = be.dense(out, wo, 2, (cfg.dim,))
         return nn.Dropout(cfg.resid_dropout)(out, deterministic=deterministic), cache
@@ -283,43 +309,50 @@ class Transformer(nn.Module):
     backend: Backend = backends.XLA
 
     @nn.compact
-    def __call__(self, tokens: Array | None, labels: Array | None = None, *, start: Array | int = 0,
+    def __call__(self, tokens: Array | None, cond: Any = None, *, start: Array | int = 0,
                  cache: Cache | None = None, deterministic: bool = True) -> tuple[Array, Cache | None]:
-        """tokens `[B, S]` int (or None), labels `[B]` int (or None).
+        """tokens `[B, S]` int (or None), `cond` a condition (`ar_jax.models.conditions`; or None).
 
-        With labels the class tokens are prepended, so the sequence is `[cls(C), tokens]`. `start` is the
-        sequence position of the first element (0 when labels are given). With a cache, keys/values
-        are written at `start` and attention reads the cache up to the written positions.
+        With a condition its prefix rows are prepended, so the sequence is `[prefix(C), tokens]`. `start` is the
+        sequence position of the first element (0 when a condition is given). With a cache, keys/values are
+        written at `start` and attention reads the cache up to the written positions.
         """
         cfg, be, dt = self.cfg, self.backend, jnp.dtype(self.cfg.dtype)
         tok_table = self.param("tok_embeddings", nn.with_logical_partitioning(
             _dense_init(), (axes.VOCAB, axes.EMBED)), (cfg.vocab_size, cfg.dim))
-        cls_table = self.param("cls_embedding", nn.with_logical_partitioning(
-            _dense_init(), (axes.CLASSES, axes.CLS_TOKENS, axes.EMBED)),
-            (cfg.class_rows, cfg.cls_token_num, cfg.dim))
-        parts = []
-        if labels is not None:
-            parts.append(jnp.take(cls_table, labels, axis=0))  # [B, C, D]
+        parts, valid = [], None
+        if cond is not None:
+            prefix, valid = conditions.embed(self, cfg, cond, _dense_init())  # [B, C, D], [B, C] or None
+            parts.append(prefix)
         if tokens is not None and tokens.shape[1]:
             parts.append(jnp.take(tok_table, tokens, axis=0))  # [B, S, D]
         x = jnp.concatenate(parts, axis=1).astype(dt) if len(parts) > 1 else parts[0].astype(dt)
         x = nn.Dropout(cfg.token_dropout)(x, deterministic=deterministic)
         B, S = x.shape[:2]
+        if valid is not None:  # padding rows of the prefix: keys no query sees
+            valid = jnp.concatenate([valid, jnp.ones((B, S - valid.shape[1]), bool)], axis=1)  # [B, S]
 
         rope = jax.lax.dynamic_slice_in_dim(rope_table(cfg), start, S)  # [S, D/2, 2]
+        q_pos = start + jnp.arange(S)
         mask = None
-        if cache is not None:
-            q_pos = start + jnp.arange(S)
+        if cache is None and valid is not None:  # extra to causality; a padding row sees itself only
+            mask = (valid[:, None, :] | jnp.eye(S, dtype=bool)[None])[:, None]  # [B, 1, S, S]
+        elif cache is not None:
             k_pos = jnp.arange(cache["k"][0].shape[2])
             mask = (k_pos[None, :] <= q_pos[:, None]) if cfg.causal else (k_pos[None, :] < start + S)[None]
-            mask = jnp.broadcast_to(mask, (S, k_pos.shape[0]))[None, None]  # [1, 1, S, M]
+            mask = jnp.broadcast_to(mask, (S, k_pos.shape[0]))[None]  # [1, S, M]
+            if "valid" in cache:
+                if valid is not None:
+                    cache = {**cache, "valid": jax.lax.dynamic_update_slice(cache["valid"], valid, (0, start))}
+                mask = mask & (cache["valid"][:, None, :] | (k_pos[None, :] == q_pos[:, None])[None])
+            mask = mask[:, None]  # [B|1, 1, S, M]
         new = []
         for i in range(cfg.num_layers):
             x, layer = Block(cfg, be, name=f"layers_{i}")(
                 x, rope, mask, None if cache is None else (cache["k"][i], cache["v"][i]), start, deterministic)
             new.append(layer)
         if cache is not None:
-            cache = {"k": tuple(k for k, _ in new), "v": tuple(v for _, v in new)}
+            cache = {**cache, "k": tuple(k for k, _ in new), "v": tuple(v for _, v in new)}
         x = RMSNorm(cfg.norm_eps, dt, name="norm")(x)
         out = dense_param(self, be, "output", (cfg.dim, cfg.vocab_size), (axes.EMBED, axes.VOCAB),
                           init=nn.initializers.zeros)
@@ -329,18 +362,22 @@ class Transformer(nn.Module):
 
 def init_cache(cfg: TransformerConfig, batch: int, max_len: int | None = None,
                dtype: Any = None) -> Cache:
-    """Zeroed cache `{"k", "v"}`, each a tuple of `num_layers` arrays `[B, kv_heads, max_len, head_dim]`."""
+    """Zeroed cache `{"k", "v"}`, each a tuple of `num_layers` arrays `[B, kv_heads, max_len, head_dim]`; a model
+    whose prefix can hold padding also keeps which entries are real keys, `"valid"` `[B, max_len]`."""
     shape = (batch, cfg.kv_heads, max_len or cfg.max_len, cfg.head_dim)
     dtype = dtype or jnp.dtype(cfg.dtype)
     zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
-    return {"k": zeros(), "v": zeros()}
+    cache = {"k": zeros(), "v": zeros()}
+    if conditions.has_padding(cfg):
+        cache["valid"] = jnp.ones((batch, shape[2]), bool)
+    return cache
 
 
 def init_params(cfg: TransformerConfig, rng: Array) -> tuple[Any, Any]:
     """Returns `(params, logical_axes)`: plain arrays and the matching tree of logical axis names."""
     cfg.validate()
     model = Transformer(cfg)
-    boxed = model.init(rng, jnp.zeros((1, 1), jnp.int32), jnp.zeros((1,), jnp.int32))["params"]
+    boxed = model.init(rng, jnp.zeros((1, 1), jnp.int32), conditions.example(cfg))["params"]
     return nn.unbox(boxed), nn.get_partition_spec(boxed)
 
 
@@ -353,5 +390,5 @@ def param_logical_axes(cfg: TransformerConfig) -> Any:
     """The tree of logical axis names (PartitionSpecs) of the parameters, without allocating them."""
     cfg.validate()
     boxed = jax.eval_shape(lambda r: Transformer(cfg).init(r, jnp.zeros((1, 1), jnp.int32),
-                                                           jnp.zeros((1,), jnp.int32))["params"], jax.random.key(0))
+                                                           conditions.example(cfg))["params"], jax.random.key(0))
     return nn.get_partition_spec(boxed)

@@ -96,6 +96,11 @@ class TextTokenizer:
         except RuntimeError as e:
             raise ValueError(f"{file} is not a SentencePiece model ({e}).") from None
 
+    @property
+    def model_proto(self) -> bytes:
+        """The serialized SentencePiece model (what a `.model` file holds)."""
+        return self._proto
+
     def fingerprint(self) -> str:
         """sha256 (hex) of the serialized model: equal fingerprints, equal tokenizers."""
         return hashlib.sha256(self._proto).hexdigest()

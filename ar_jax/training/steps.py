@@ -9,17 +9,19 @@ import jax.numpy as jnp
 import optax
 
 from ar_jax.backends import Backend
+from ar_jax.models import conditions
 from ar_jax.models.family import ModelFamily
 from ar_jax.training.state import TrainState
 
 
-def token_nll(params: Any, cfg: ModelFamily, tokens: jax.Array, labels: jax.Array, *,
+def token_nll(params: Any, cfg: ModelFamily, tokens: jax.Array, cond: Any, *,
               rng: jax.Array | None = None, backend: Backend | None = None) -> jax.Array:
-    """NLL in nats of each token `[B, T]` under any model family (dropout on when rng is given)."""
-    return cfg.token_nll(params, tokens, labels, rng, backend)
+    """NLL in nats of each token `[B, T]` given the condition, under any model family (dropout on when rng is
+    given)."""
+    return cfg.token_nll(params, tokens, cond, rng, backend)
 
 
-def loss_and_grads(params: Any, cfg: ModelFamily, tokens: jax.Array, labels: jax.Array, rng: jax.Array | None,
+def loss_and_grads(params: Any, cfg: ModelFamily, tokens: jax.Array, cond: Any, rng: jax.Array | None,
                    accum_steps: int = 1, backend: Backend | None = None) -> tuple[jax.Array, Any]:
     """Mean token NLL and its gradient; with `accum_steps = k` the batch is split into k equal micro-batches
     processed by a `lax.scan` (activations of one micro-batch at a time), giving the same mean and gradient."""
@@ -27,7 +29,7 @@ def loss_and_grads(params: Any, cfg: ModelFamily, tokens: jax.Array, labels: jax
         return token_nll(p, cfg, t, lab, rng=r, backend=backend).mean()
 
     if accum_steps == 1:
-        return jax.value_and_grad(loss_fn)(params, tokens, labels, rng)
+        return jax.value_and_grad(loss_fn)(params, tokens, cond, rng)
     micro = lambda x: x.reshape(accum_steps, x.shape[0] // accum_steps, *x.shape[1:])
 
     def body(carry, inp):
@@ -37,8 +39,16 @@ def loss_and_grads(params: Any, cfg: ModelFamily, tokens: jax.Array, labels: jax
         return jax.tree.map(jnp.add, carry, (loss, grads)), None
 
     zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-    (loss, grads), _ = jax.lax.scan(body, zero, (jnp.arange(accum_steps), micro(tokens), micro(labels)))
+    (loss, grads), _ = jax.lax.scan(body, zero, (jnp.arange(accum_steps), micro(tokens),
+                                                 jax.tree.map(micro, cond)))
     return jax.tree.map(lambda x: x / accum_steps, (loss, grads))
+
+
+def drop_condition(cfg: ModelFamily, cond: Any, rng: jax.Array, rate: float) -> Any:
+    """`cond` with each row replaced by the null condition (null class, empty prompt) with probability `rate`."""
+    if rate <= 0:
+        return cond
+    return conditions.drop(cfg, cond, jax.random.bernoulli(rng, rate, (conditions.batch_size(cond),)))
 
 
 def ema_decay_at(step: jax.Array, decay: float, warmup: bool) -> jax.Array:
@@ -53,7 +63,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: ModelFami
                tx: optax.GradientTransformation, seed: int, label_dropout: float, skip_nonfinite: bool = False,
                grad_accum_steps: int = 1, ema_decay: float = 0.0, ema_warmup: bool = True,
                backend: Backend | None = None) -> tuple[TrainState, dict]:
-    """One AdamW step on `batch = {"tokens": [B, T] int32, "labels": [B] int32}`.
+    """One AdamW step on `batch = {"tokens": [B, T] int32, "cond": the condition}` (class labels `[B]`, prompt ids
+    `[B, L]`, ...: `ar_jax.models.conditions`); with `label_dropout` a row's condition becomes the null one.
 
     With `skip_nonfinite`, a step whose loss or gradients are not finite leaves params and optimizer
     state unchanged (the step counter still advances, so the data order stays a function of the step).
@@ -61,11 +72,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: ModelFami
     """
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
     drop_rng, label_rng = jax.random.split(rng)
-    labels = batch["labels"]
-    if label_dropout > 0:
-        labels = jnp.where(jax.random.bernoulli(label_rng, label_dropout, labels.shape), cfg.null_label, labels)
+    cond = drop_condition(cfg, batch["cond"], label_rng, label_dropout)
 
-    loss, grads = loss_and_grads(state.params, cfg, batch["tokens"], labels, drop_rng, grad_accum_steps, backend)
+    loss, grads = loss_and_grads(state.params, cfg, batch["tokens"], cond, drop_rng, grad_accum_steps, backend)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
@@ -84,5 +93,5 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: ModelFami
 
 def example_nll(params: Any, batch: dict[str, jax.Array], *, cfg: ModelFamily,
                 backend: Backend | None = None) -> jax.Array:
-    """Exact NLL in nats of each example, `[B]` (no dropout, conditional on its label)."""
-    return token_nll(params, cfg, batch["tokens"], batch["labels"], backend=backend).sum(-1)
+    """Exact NLL in nats of each example, `[B]` (no dropout, given its condition)."""
+    return token_nll(params, cfg, batch["tokens"], batch["cond"], backend=backend).sum(-1)

@@ -22,6 +22,7 @@ from ar_jax.data.pipeline import batch_indices
 from ar_jax.data.sources import get_dataset
 from ar_jax.evaluation.likelihood import bits_per_dim
 from ar_jax.images import grid_for_display, save_png
+from ar_jax.models import conditions
 from ar_jax.pipeline import ARPipeline, exact_likelihood
 from ar_jax.training.checkpoints import Checkpointer
 from ar_jax.training.metrics import METRICS_FILE, TENSORBOARD_DIR, MetricWriter
@@ -74,9 +75,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     sharding.check_batch(config.batch_size, mesh)
     backend = backends.for_mesh(mesh, config.backend.attention)  # the platform, chosen once (before any compile)
     tokenizer = None  # a palette run's tokenizer is made from its data, below
+    text_run = builders.condition_of(config) == "text"  # its prompt tokenizer, too
     if config.tokenizer.kind != "palette":  # a bad model config is refused before the data is read
         tokenizer = builders.make_tokenizer(config)
-        builders.make_model_config(config, tokenizer)
+        if not text_run:
+            builders.make_model_config(config, tokenizer)
     data = get_dataset(config.data)
     if data.image_shape != tuple(config.data.image_shape) or data.num_classes != config.data.num_classes:
         raise ValueError(f"config.data says images {tuple(config.data.image_shape)} with {config.data.num_classes} "
@@ -90,7 +93,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         tokenizer = builders.fit_tokenizer(config, workdir, data.train_images, save=lead)
     elif tokenizer is None:  # a resumed one reads it
         tokenizer = builders.make_tokenizer(config, workdir)
-    cfg = builders.make_model_config(config, tokenizer)
+    text_tokenizer = builders.fit_text_tokenizer(config, workdir, data.train_captions, save=lead)
+    cfg = builders.make_model_config(config, tokenizer, text_tokenizer=text_tokenizer)
+    train_cond, test_cond = (
+        conditions.make(cfg, labels=None if text_run else labels, prompts=captions if text_run else None,
+                        text_tokenizer=text_tokenizer)
+        for labels, captions in ((data.train_labels, data.train_captions), (data.test_labels, data.test_captions)))
     train_tokens, test_tokens = tokenizer.encode(data.train_images), tokenizer.encode(data.test_images)
     # MaskGIT has no exact likelihood: its eval NLL is per masked token, named so (never bits/dim).
     exact = exact_likelihood(cfg)
@@ -107,7 +115,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
     start = int(state.step)
     writer = MetricWriter(workdir, resume_step=start) if lead else _NullWriter()
-    batch_sh = {"tokens": sharding.batch_sharding(mesh, 2), "labels": sharding.batch_sharding(mesh, 1)}
+    batch_sh = {"tokens": sharding.batch_sharding(mesh, 2),
+                "cond": jax.tree.map(lambda x: sharding.batch_sharding(mesh, np.ndim(x)), train_cond)}
     step_fn = jax.jit(functools.partial(train_step, cfg=cfg, tx=tx, seed=config.seed,
                                         label_dropout=config.label_dropout,
                                         skip_nonfinite=config.skip_nonfinite_steps,
@@ -118,11 +127,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     rows = sharding.process_rows(config.batch_size)
 
     def evaluate(step: int) -> float:
-        bpd = float(bits_per_dim(state.params, cfg, test_tokens, data.test_labels, dims, backend=backend).mean())
+        bpd = float(bits_per_dim(state.params, cfg, test_tokens, test_cond, dims, backend=backend).mean())
         extra = {}
         if use_ema:
             extra[f"test_{metric}_ema"] = float(
-                bits_per_dim(state.ema_params, cfg, test_tokens, data.test_labels, dims, backend=backend).mean())
+                bits_per_dim(state.ema_params, cfg, test_tokens, test_cond, dims, backend=backend).mean())
         writer.write(step, **{f"test_{metric}": bpd}, **extra)
         return extra.get(f"test_{metric}_ema", bpd)
 
@@ -134,7 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     try:
         for step in range(start, config.num_train_steps):
             idx = batch_indices(n, config.batch_size, config.seed, step)[rows]
-            batch = sharding.put_batch({"tokens": train_tokens[idx], "labels": data.train_labels[idx]}, mesh)
+            batch = sharding.put_batch({"tokens": train_tokens[idx], "cond": conditions.take(train_cond, idx)}, mesh)
             state, metrics = step_fn(state, batch)
             done = step + 1
             loss, finite = float(metrics["loss"]), bool(metrics["finite"])
@@ -155,7 +164,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 bar.set_postfix_str(f"test {metric.replace('_per_', '/')} {evaluate(done):.4f}")
             if config.sample_every and done % config.sample_every == 0 and done != config.num_train_steps:
                 writer.write_image(done, "samples", sample_grid(config, state.ema_params if use_ema else state.params,
-                                                                 tokenizer))
+                                                                 tokenizer, text_tokenizer))
             if done % config.checkpoint_every == 0 or done == config.num_train_steps or preempted.is_set():
                 ckpt.save(done, state)
             bar.update(1)
@@ -181,7 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     ckpt.save(int(state.step), state)
     ckpt.close()
     if lead:
-        grid = sample_grid(config, state.ema_params if use_ema else state.params, tokenizer)
+        grid = sample_grid(config, state.ema_params if use_ema else state.params, tokenizer, text_tokenizer)
         writer.write_image(int(state.step), "samples", grid)
         save_png(grid, workdir / SAMPLES_FILE)
         print(f"samples: {workdir / SAMPLES_FILE}\nTensorBoard logs: {workdir / TENSORBOARD_DIR} "
@@ -218,9 +227,15 @@ class _NullWriter:
         pass
 
 
-def sample_grid(config: ml_collections.ConfigDict, params: object, tokenizer: object = None) -> np.ndarray:
-    """A uint8 grid with one row per class (`config.samples_per_class` columns), default sampling settings."""
-    pipe = ARPipeline(config, params, tokenizer=tokenizer)
+def sample_grid(config: ml_collections.ConfigDict, params: object, tokenizer: object = None,
+                text_tokenizer: object = None) -> np.ndarray:
+    """A uint8 grid with one row per class, or per prompt of `config.text.sample_prompts` for a text run
+    (`config.samples_per_class` columns), default sampling settings."""
+    pipe = ARPipeline(config, params, tokenizer=tokenizer, text_tokenizer=text_tokenizer)
+    if builders.condition_of(config) == "text":
+        prompts = list(config.text.sample_prompts)
+        images = pipe.sample(prompts=[p for p in prompts for _ in range(config.samples_per_class)], seed=config.seed)
+        return grid_for_display(images, rows=len(prompts))
     classes = max(config.data.num_classes, 1)
     labels = np.repeat(np.arange(classes), config.samples_per_class)
     return grid_for_display(pipe.sample(labels, seed=config.seed), rows=classes)
