@@ -98,7 +98,7 @@ class ARPipeline:
         cond = self.condition(labels, prompts)
         if conditions.batch_size(cond) != tokens.shape[0]:
             raise ValueError(f"got {tokens.shape[0]} images but {conditions.batch_size(cond)} labels or prompts; "
-                             "pass one per image.")
+                             "pass one label per image (or one prompt per image).")
         return tokens, cond
 
     def bits_per_dim(self, images: Any, labels: Any = None, *, prompts: Any = None) -> np.ndarray:

@@ -145,11 +145,12 @@ def check(cfg: Any, cond: Any) -> Any:
 
 def check_labels(labels: Any, num_classes: int) -> np.ndarray:
     """Class labels as int32 `[B]`, or ValueError naming the bad label and the valid range."""
-    if isinstance(labels, dict) or (np.ndim(labels) == 2 and np.asarray(labels).dtype.kind in "iu"):
-        raise ValueError("this is a class-conditional model: pass class labels [B], not prompts or captions.")
+    if isinstance(labels, dict):
+        raise ValueError("this is a class-conditional model: pass class labels [B], not caption features.")
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.shape[0] == 0:
-        raise ValueError(f"labels must be a non-empty 1-D array of class ids, got shape {labels.shape}.")
+        raise ValueError(f"labels must be a non-empty 1-D array of class ids, got shape {labels.shape} (this is a "
+                         "class-conditional model; prompt ids need a text run).")
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integers, got dtype {labels.dtype}.")
     hi = max(num_classes, 1)  # an unconditional model has one class: its null label 0
