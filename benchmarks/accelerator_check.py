@@ -39,7 +39,7 @@ def train_s(backend: backends.Backend, dtype: str, batch: int, repeats: int) -> 
                    donate_argnums=0)
     rng = np.random.default_rng(0)
     batch_ = {"tokens": jnp.asarray(rng.integers(0, cfg.vocab_size, (batch, cfg.seq_len)), jnp.int32),
-              "labels": jnp.asarray(rng.integers(0, 1000, (batch,)), jnp.int32)}
+              "cond": jnp.asarray(rng.integers(0, 1000, (batch,)), jnp.int32)}
 
     def run():
         holder[0], m = step(holder[0], batch_)

@@ -44,12 +44,12 @@ def main() -> None:
     for name, shape in MESHES.items():
         mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(zip(sharding.MESH_AXES, shape))))
         state_sh = state_shardings(cfg, tx, mesh)
-        batch_sh = {"tokens": sharding.batch_sharding(mesh, 2), "labels": sharding.batch_sharding(mesh, 1)}
+        batch_sh = {"tokens": sharding.batch_sharding(mesh, 2), "cond": sharding.batch_sharding(mesh, 1)}
         step = jax.jit(functools.partial(train_step, cfg=cfg, tx=tx, seed=0, label_dropout=0.1),
                        in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, sharding.replicated(mesh)),
                        donate_argnums=0)
         batch = {"tokens": jax.ShapeDtypeStruct((args.batch, cfg.seq_len), jnp.int32),
-                 "labels": jax.ShapeDtypeStruct((args.batch,), jnp.int32)}
+                 "cond": jax.ShapeDtypeStruct((args.batch,), jnp.int32)}
         mem = step.lower(abstract, batch).compile().memory_analysis()
         gib = lambda b: b / 2**30
         rows.append({"mesh": name, "shape": shape, "arguments_gib": gib(mem.argument_size_in_bytes),

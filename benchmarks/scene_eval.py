@@ -7,8 +7,9 @@ The prompt list (`ar_jax.evaluation.scenes.scene_prompts`: every colour-shape pa
 times, 32 fixed relation prompts, and the run's held-out pairs apart) is sampled `samples_per_prompt` times with
 `pipe.sample(prompts=..., seed=..., cfg_scale=...)`, once per cfg scale, and each image is judged by the pixel judge
 (`ar_jax/evaluation/scenes.py`). Columns: accuracy on prompts without a held-out pair ("seen") and with one
-("held"). Calibration columns need no model: the scene generator's own renderings of the prompts judged against
-their captions (about 1) and against shuffled captions (about 0). Overall is the mean of the task accuracies.
+("held"). Calibration columns: the scene generator's own renderings of the prompts judged against their captions
+(about 1) and against shuffled captions (about 0), and (with a run) those renderings through the run's VQ tokenizer
+and back ("tokenizer": the most the prior could score). Overall is the mean of the task accuracies.
 Prints a table, then one JSON line: the best cfg scale's scores, every scale's under "sweep", and the
 calibration (with --calibration_only the generator's row is the result).
 """
@@ -20,7 +21,7 @@ import json
 import math
 import time
 
-from ar_jax.data.scenes import DEFAULT_HELD_OUT, SIZE
+from ar_jax.data.scenes import DEFAULT_HELD_OUT, SIZE, render
 from ar_jax.evaluation import scenes as ev
 
 
@@ -75,6 +76,10 @@ def main() -> None:
 
     calibration = ev.calibration(held_out, args.samples_per_prompt, size, args.seed)
     columns, sweep = {}, []
+    if pipe is not None:  # the ceiling the tokenizer leaves: the generator's scenes through the run's VQ
+        roundtrip = lambda prompts, seed: pipe.tokenizer.decode(pipe.tokenizer.encode(render(prompts, seed, size)[0]))
+        calibration["tokenizer"] = ev.evaluate(roundtrip, held_out, args.samples_per_prompt, args.batch_size,
+                                               args.seed)
     if pipe is not None:
         sampling = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
         scales = [float(s) for s in args.cfg_scales.split(",")] if args.cfg_scales else [None]
@@ -87,7 +92,7 @@ def main() -> None:
             print(f"{label}: sampled and judged in {time.perf_counter() - t0:.1f} s")
             columns[label] = scores
             sweep.append({"cfg_scale": scale, **scores.as_json()})
-    columns["generator"], columns["shuffled"] = calibration["generator"], calibration["shuffled"]
+    columns.update({name: calibration[name] for name in ("tokenizer", "generator", "shuffled") if name in calibration})
     print_table(columns)
 
     calib = {name: s.as_json() for name, s in calibration.items()}
@@ -96,8 +101,7 @@ def main() -> None:
         result = {**best, "workdir": args.workdir, "sweep": sweep}
     else:
         result = {**calib["generator"], "scored": "scene generator (calibration only)"}
-    print(json.dumps({**result, "calibration": {"generator_overall": calib["generator"]["overall"],
-                                                "shuffled_overall": calib["shuffled"]["overall"]},
+    print(json.dumps({**result, "calibration": {f"{name}_overall": c["overall"] for name, c in calib.items()},
                       "held_out_pairs": list(held_out), "samples_per_prompt": args.samples_per_prompt,
                       "image_size": size}))
 

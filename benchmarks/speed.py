@@ -130,7 +130,7 @@ def bench_train(batch: int, dtype: str, repeats: int) -> dict:
                    donate_argnums=0)
     rng = np.random.default_rng(0)
     batch_ = {"tokens": jnp.asarray(rng.integers(0, cfg.vocab_size, (batch, cfg.seq_len)), jnp.int32),
-              "labels": jnp.asarray(rng.integers(0, 1000, (batch,)), jnp.int32)}
+              "cond": jnp.asarray(rng.integers(0, 1000, (batch,)), jnp.int32)}
     holder = [state]
 
     def run():

@@ -46,11 +46,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
                              "a white square left of a yellow triangle", "a purple circle above a red square",
                              "a yellow circle")  # rows of samples.png (the last is a held-out pair)
 
-    c.model.dim = 192  # residual width
-    c.model.num_layers = 6
-    c.model.num_heads = 6
+    c.model.dim = 128  # residual width
+    c.model.num_layers = 6  # deeper than shapes_ar: colours bind to shapes and shapes to places
+    c.model.num_heads = 4
     c.model.num_kv_heads = 2
-    c.model.mlp_dim = 512
+    c.model.mlp_dim = 384
     c.label_dropout = 0.1  # caption dropout: the empty prompt, for classifier-free guidance
     c.num_train_steps = 3000  # optimizer steps
     c.optimizer.learning_rate = 1e-3  # peak, after warm-up

@@ -37,9 +37,9 @@ def main(out_path: str) -> None:
         state = jax.eval_shape(functools.partial(init_state, cfg, tx, ema=True), jax.random.key(0))
         state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state, state_sh)
         B = config.batch_size
-        batch_sh = {"tokens": sharding.batch_sharding(mesh, 2), "labels": sharding.batch_sharding(mesh, 1)}
+        batch_sh = {"tokens": sharding.batch_sharding(mesh, 2), "cond": sharding.batch_sharding(mesh, 1)}
         batch = {"tokens": jax.ShapeDtypeStruct((B, cfg.seq_len), jnp.int32, sharding=batch_sh["tokens"]),
-                 "labels": jax.ShapeDtypeStruct((B,), jnp.int32, sharding=batch_sh["labels"])}
+                 "cond": jax.ShapeDtypeStruct((B,), jnp.int32, sharding=batch_sh["cond"])}
         name = "x".join(map(str, mesh_shape))
         for platform, attention in (("tpu", "xla"), ("cuda", "xla"), ("tpu", "splash")):
             be = backends.for_platform(platform, attention, **({"mesh": mesh} if platform == "tpu" else {}))
@@ -65,6 +65,23 @@ def main(out_path: str) -> None:
                 prepared, labels, prefix, jax.random.key(0), np.float32(1.0), np.float32(0.9), np.float32(2.0))
             out[f"sample_{name}_{platform}"] = {"platforms": list(exp.platforms),
                                                 "out_shape": list(exp.out_avals[0].shape)}
+    # decoding on one of 8 CPU devices takes the native kernels (arrays on one device), sharded weights do not
+    from ar_jax.backends.cpu import kernels
+    from ar_jax.models.transformer import prepare
+
+    cfg = builders.make_model_config(load_config_file(str(root / "configs/digits_pixels.py:smoke")))
+    params = jax.device_put(cfg.init(jax.random.key(0))[0], jax.devices()[3])
+    one = prepare(params)
+    gen = jax.jit(functools.partial(sampling._generate, cfg=cfg, top_k=0, use_top_p=False, greedy=True,
+                                    use_cfg=True, keep_logits=False))
+    hlo = gen.lower(one, np.zeros(2, np.int32), np.zeros((2, 0), np.int32), jax.random.key(0), np.float32(1),
+                    np.float32(1), np.float32(2.0)).as_text()
+    mesh = sharding.make_mesh(config.mesh)
+    spread = prepare(jax.device_put(cfg.init(jax.random.key(0))[0], sharding.replicated(mesh)))
+    out["decode_one_of_8"] = {"native": one.backend.native, "kernels_available": kernels.available(),
+                              "rows_gemv_in_hlo": kernels.TARGET in hlo,
+                              "attention_in_hlo": kernels.ATTENTION_TARGET in hlo,
+                              "spread_native": spread.backend.native}
     Path(out_path).write_text(json.dumps(out))
 
 

@@ -44,6 +44,14 @@ def test_splash_train_step_exports_for_tpu_as_a_custom_call(exported, mesh):
     assert splash["platforms"] == ["tpu"] and splash["tpu_custom_call"] and splash["sharded"]
 
 
+def test_decoding_on_one_of_eight_cpu_devices_takes_the_native_kernels(exported):
+    """The backend comes from where the arrays live: weights on one of 8 forced devices decode through the native
+    kernels (before the seam, any second device switched them off); weights spread over the mesh do not."""
+    d = exported["decode_one_of_8"]
+    assert d["native"] == d["rows_gemv_in_hlo"] == d["attention_in_hlo"] == d["kernels_available"]
+    assert not d["spread_native"]
+
+
 @pytest.mark.skipif(not any(d.platform == "gpu" for d in jax.devices()),
                     reason="cuDNN attention needs a CUDA GPU to trace; this machine has none")
 def test_cudnn_attention_equals_xla_on_a_gpu():
