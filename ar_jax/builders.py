@@ -50,7 +50,8 @@ def fit_tokenizer(config: ml_collections.ConfigDict, workdir: str | Path, train_
 
 
 def condition_of(config: ml_collections.ConfigDict) -> str:
-    """`config.model.condition` ("class" or "text"); runs saved before conditions existed are class-conditional."""
+    """`config.model.condition` ("class", "text" or "caption"); runs saved before conditions existed are
+    class-conditional."""
     return config.model.get("condition", "class")
 
 
@@ -109,8 +110,10 @@ def make_model_config(config: ml_collections.ConfigDict, tokenizer: Any = None,
     if condition == "text":
         text_tokenizer = text_tokenizer or make_text_tokenizer(config, workdir)
         text.update(text_len=int(config.text.max_len), text_vocab_size=text_tokenizer.vocab_size)
+    elif condition == "caption":  # caption features (LlamaGen t2i, ar_jax.convert.llamagen)
+        text.update(caption_dim=int(m.caption_dim))
     elif condition != "class":
-        raise ValueError(f"config.model.condition={condition!r} must be 'class' or 'text'.")
+        raise ValueError(f"config.model.condition={condition!r} must be 'class', 'text' or 'caption'.")
     if "family" not in m:
         raise ValueError("config.model.family is missing (a run saved before model families existed?); add "
                          "\"family\": \"transformer\" to the model section of its config.json.")
@@ -125,7 +128,7 @@ def make_model_config(config: ml_collections.ConfigDict, tokenizer: Any = None,
             ffn_dropout=m.ffn_dropout, dtype=m.dtype, causal=not maskgit, **text)
         cfg = MaskGITConfig(cfg) if maskgit else cfg
     elif condition != "class":
-        raise ValueError(f"config.model.family={m.family!r} is class-conditional only; condition='text' needs "
+        raise ValueError(f"config.model.family={m.family!r} is class-conditional only; condition={condition!r} needs "
                          "family='transformer' or 'maskgit'.")
     elif m.family == "pixelcnn":
         rows, per_row = tokenizer.grid

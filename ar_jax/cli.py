@@ -56,17 +56,22 @@ def sample_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--labels", default=None, help="comma-separated class ids (default: every class)")
     parser.add_argument("--prompt", action="append", default=None,
                         help="a text run's prompt, one row of the grid (repeat the flag for more)")
+    parser.add_argument("--caption_embeddings", default=None,
+                        help="a caption-feature run (LlamaGen t2i): .npz of T5 features, one grid row per caption: "
+                             "t5_embs [B, L, F] and t5_mask [B, L] as the T5 encoder gives them (right-padded), or "
+                             "caption_embs and emb_mask already left-padded (llamagen.left_pad)")
     parser.add_argument("--per_class", type=int, default=None, help="samples per class (default: config's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=256, help="images per compiled sampling call")
     g = parser.add_argument_group("LlamaGen checkpoints (instead of --workdir)")
-    g.add_argument("--llamagen_gpt", default=None, help="a LlamaGen c2i GPT checkpoint (.pt or .safetensors)")
+    g.add_argument("--llamagen_gpt", default=None, help="a LlamaGen GPT checkpoint (.pt or .safetensors); a t2i one "
+                   "with --llamagen_args '{\"model_type\": \"t2i\", ...}' and --caption_embeddings")
     g.add_argument("--llamagen_vq", default=None, help="its VQ tokenizer checkpoint (omit to write tokens to .npz)")
     g.add_argument("--llamagen_preset", default="GPT-B", help="GPT-B, GPT-L, GPT-XL, ...")
     g.add_argument("--llamagen_args", default="{}", help='JSON of LlamaGen ModelArgs, e.g. \'{"block_size": 576}\'')
     g.add_argument("--llamagen_vq_args", default="{}", help="JSON of LlamaGen VQ ModelArgs")
-    g.add_argument("--cfg_scale", type=float, default=4.0, help="LlamaGen's default 4.0")
-    g.add_argument("--top_k", type=int, default=2000, help="LlamaGen's c2i default 2000")
+    g.add_argument("--cfg_scale", type=float, default=None, help="LlamaGen's defaults: 4.0 (c2i), 7.5 (t2i)")
+    g.add_argument("--top_k", type=int, default=None, help="LlamaGen's defaults: 2000 (c2i), 1000 (t2i)")
     g.add_argument("--top_p", type=float, default=1.0)
     g.add_argument("--temperature", type=float, default=1.0)
     args, overrides = _split(sys.argv[1:] if argv is None else argv, parser)
@@ -84,9 +89,16 @@ def sample_main(argv: list[str] | None = None) -> None:
         pipe = ARPipeline(apply_overrides(pipe.config, overrides), pipe.params, tokenizer=pipe.tokenizer,
                           text_tokenizer=pipe.text_tokenizer)
     per_class = args.per_class or pipe.config.samples_per_class
-    if args.prompt is not None:
-        if args.labels:
-            parser.error("pass --labels (a class-conditional run) or --prompt (a text run), not both")
+    if sum(x is not None for x in (args.labels, args.prompt, args.caption_embeddings)) > 1:
+        parser.error("pass one of --labels (a class-conditional run), --prompt (a text run), --caption_embeddings "
+                     "(a caption-feature run)")
+    if args.caption_embeddings:
+        from ar_jax.convert import llamagen
+
+        feats = llamagen.check_captions(pipe.model_config, *_read_caption_embeddings(args.caption_embeddings))
+        rows = list(range(len(feats["mask"])))
+        cond = {"cond": {k: np.repeat(feats[k], per_class, 0) for k in ("features", "mask")}}
+    elif args.prompt is not None:
         rows = list(args.prompt)
         pipe.condition(prompts=rows)  # refused here, before anything is compiled, if it cannot be
         cond = {"prompts": np.repeat(np.asarray(rows, object), per_class)}
@@ -96,32 +108,55 @@ def sample_main(argv: list[str] | None = None) -> None:
         cond = {"labels": np.repeat(np.asarray(rows, np.int32), per_class)}
     images = _sample_in_batches(pipe, cond, args.seed, args.batch_size)
     if args.out.endswith(".npz"):
-        np.savez(args.out, images=images, **{k: v.astype(str) if k == "prompts" else v for k, v in cond.items()})
+        saved = {"caption_index": np.repeat(rows, per_class)} if "cond" in cond else cond
+        np.savez(args.out, images=images, **{k: v.astype(str) if k == "prompts" else v for k, v in saved.items()})
     else:
         save_grid(images, rows=len(rows), path=args.out)
     print(f"wrote {len(images)} samples to {args.out}")
 
 
+def _read_caption_embeddings(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """`(caption_embs, emb_mask)` as LlamaGen's t2i `generate()` takes them, from an .npz holding them, or holding a
+    T5 encoder's right-padded `t5_embs` and `t5_mask` (reordered by `llamagen.left_pad`)."""
+    from ar_jax.convert import llamagen
+
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--caption_embeddings={path!r} cannot be read as an .npz ({e}).") from None
+    if {"t5_embs", "t5_mask"} <= arrays.keys():
+        return llamagen.left_pad(arrays["t5_embs"], arrays["t5_mask"])
+    if {"caption_embs", "emb_mask"} <= arrays.keys():
+        return arrays["caption_embs"], arrays["emb_mask"]
+    raise ValueError(f"--caption_embeddings={path!r} holds {sorted(arrays)}; it needs t5_embs [B, L, F] and t5_mask "
+                     "[B, L] (a T5 encoder's output), or caption_embs and emb_mask (left-padded).")
+
+
 def _sample_in_batches(pipe: object, cond: dict, seed: int, batch_size: int) -> np.ndarray:
-    """Sample `cond` (`{"labels": [N]}` or `{"prompts": [N]}`) in batches of at most `batch_size` (one compilation:
-    the last batch is padded), with a progress bar; batch i uses seed `seed + i`."""
+    """Sample `cond` (`{"labels": [N]}`, `{"prompts": [N]}` or `{"cond": a dict of [N, ...] arrays}`) in batches of at
+    most `batch_size` (one compilation: the last batch is padded), with a progress bar; batch i uses seed
+    `seed + i`."""
     from tqdm import tqdm
 
     if batch_size < 1:
         raise ValueError(f"--batch_size={batch_size} must be >= 1.")
     (key, values), = cond.items()
-    bs = min(batch_size, len(values))
+    n = len(next(iter(values.values()))) if isinstance(values, dict) else len(values)
+    bs = min(batch_size, n)
     out = []
-    for i, start in enumerate(tqdm(range(0, len(values), bs), desc="sample", unit="batch", disable=len(values) <= bs)):
-        chunk = values[start:start + bs]
-        padded = np.concatenate([chunk, np.repeat(chunk[:1], bs - len(chunk))])
-        arg = list(padded) if key == "prompts" else padded
-        out.append(pipe.sample(seed=seed + i, **{key: arg})[: len(chunk)])
+    for i, start in enumerate(tqdm(range(0, n, bs), desc="sample", unit="batch", disable=n <= bs)):
+        idx = np.arange(start, min(start + bs, n))
+        idx = np.concatenate([idx, np.full(bs - len(idx), start)])
+        arg = {k: v[idx] for k, v in values.items()} if isinstance(values, dict) else values[idx]
+        arg = list(arg) if key == "prompts" else arg
+        out.append(pipe.sample(seed=seed + i, **{key: arg})[: min(bs, n - start)])
     return np.concatenate(out)
 
 
 def _sample_llamagen(args: argparse.Namespace) -> None:
-    """Class-conditional samples from released LlamaGen checkpoints, with LlamaGen's sampling defaults."""
+    """Samples from released LlamaGen checkpoints (class labels, or T5 caption features for t2i), with LlamaGen's
+    sampling defaults."""
     import json
     import math
 
@@ -133,21 +168,36 @@ def _sample_llamagen(args: argparse.Namespace) -> None:
     if vq is not None and vq.cfg.codebook_size != gen.cfg.vocab_size:
         raise ValueError(f"the GPT's vocab_size={gen.cfg.vocab_size} differs from the VQ's codebook_size="
                          f"{vq.cfg.codebook_size}: pass the VQ this GPT was trained on (or --llamagen_vq_args).")
-    classes = [int(x) for x in args.labels.split(",")] if args.labels else [207, 360, 387, 974, 88, 979, 417, 279]
-    labels = np.repeat(np.asarray(classes, np.int32), args.per_class or 1)
-    tokens = np.asarray(gen.sample(labels, cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k,
-                                   top_p=args.top_p, seed=args.seed))
+    t2i = isinstance(gen, llamagen.LlamaGenT2I)
+    if t2i != bool(args.caption_embeddings) or (t2i and args.labels):
+        raise ValueError("a t2i GPT (--llamagen_args '{\"model_type\": \"t2i\", ...}') samples from "
+                         "--caption_embeddings, a c2i one from --labels." if t2i else
+                         "--caption_embeddings needs a t2i GPT: add \"model_type\": \"t2i\" to --llamagen_args.")
+    per = args.per_class or 1
+    if t2i:
+        embs, mask = _read_caption_embeddings(args.caption_embeddings)
+        gen.condition(embs, mask)  # refused here, before anything is compiled, if it cannot be
+        classes = list(range(len(embs)))
+        cond, saved = (np.repeat(embs, per, 0), np.repeat(mask, per, 0)), {"caption_index": np.repeat(classes, per)}
+    else:
+        classes = [int(x) for x in args.labels.split(",")] if args.labels else [207, 360, 387, 974, 88, 979, 417, 279]
+        cond = (np.repeat(np.asarray(classes, np.int32), per),)
+        saved = {"labels": cond[0]}
+    defaults = (7.5, 1000) if t2i else (4.0, 2000)  # sample_t2i.py's, sample_c2i.py's
+    cfg_scale = defaults[0] if args.cfg_scale is None else args.cfg_scale
+    tokens = np.asarray(gen.sample(*cond, cfg_scale=cfg_scale, temperature=args.temperature, top_p=args.top_p,
+                                   top_k=defaults[1] if args.top_k is None else args.top_k, seed=args.seed))
     if vq is None:
         if not args.out.endswith(".npz"):
             raise ValueError("without --llamagen_vq only tokens can be written: use --out tokens.npz.")
-        np.savez(args.out, tokens=tokens, labels=labels)
+        np.savez(args.out, tokens=tokens, **saved)
         print(f"wrote {len(tokens)} token grids to {args.out}")
         return
     side = math.isqrt(tokens.shape[1])
     images = np.asarray(vq.decode(tokens.reshape(-1, side, side)))
     images = np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
     if args.out.endswith(".npz"):
-        np.savez(args.out, images=images, labels=labels, tokens=tokens)
+        np.savez(args.out, images=images, tokens=tokens, **saved)
     else:
         save_grid(images, rows=len(classes), path=args.out)
     print(f"wrote {len(images)} samples to {args.out}")

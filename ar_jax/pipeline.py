@@ -27,7 +27,9 @@ class ARPipeline:
     its tokenizer; a text run its workdir, or its text tokenizer).
 
     Every method takes the condition the same way: class `labels` for a class-conditional run, `prompts` (a list
-    of strings) for a text-conditioned one; the other is refused before anything is compiled.
+    of strings) for a text-conditioned one; the other is refused before anything is compiled. Sampling also takes
+    `cond=`, a condition made already (`ar_jax.models.conditions`): a caption-feature run's (LlamaGen t2i)
+    `{"features": [B, C, F], "mask": [B, C]}`.
     """
 
     def __init__(self, config: ml_collections.ConfigDict, params: Any, workdir: str | Path | None = None,
@@ -39,9 +41,14 @@ class ARPipeline:
         self.params = params
         self._decoding = DecodingCache()
 
-    def condition(self, labels: Any = None, prompts: Any = None) -> Any:
-        """The model's condition for `labels` or `prompts` (checked: `ar_jax.models.conditions.make`)."""
-        return conditions.make(self.model_config, labels, prompts, self.text_tokenizer)
+    def condition(self, labels: Any = None, prompts: Any = None, cond: Any = None) -> Any:
+        """The model's condition for `labels` or `prompts` (checked: `ar_jax.models.conditions.make`), or `cond`
+        itself, checked (`conditions.check`)."""
+        if cond is None:
+            return conditions.make(self.model_config, labels, prompts, self.text_tokenizer)
+        if labels is not None or prompts is not None:
+            raise ValueError("pass one of labels, prompts or cond, not several.")
+        return conditions.check(self.model_config, cond)
 
     def for_decoding(self) -> tuple[Any, Any]:
         """`(model config, params)` as sampling reads them fastest (a transformer's weights prepared by the backend
@@ -51,9 +58,9 @@ class ARPipeline:
         return self.model_config, self._decoding.get(self.params)
 
     def sample_tokens(self, labels: Any = None, seed: int = 0, prefix: Any = None, *, prompts: Any = None,
-                      **overrides: Any) -> jax.Array:
+                      cond: Any = None, **overrides: Any) -> jax.Array:
         """Image tokens `[B, seq_len]`; sampling settings default to `config.sampling`."""
-        cond = self.condition(labels, prompts)
+        cond = self.condition(labels, prompts, cond)
         settings = {**self.config.sampling.to_dict(), **overrides}
         known = set(decode.settings(self.model_config))
         unknown = set(settings) - known
@@ -62,10 +69,12 @@ class ARPipeline:
         cfg, params = self.for_decoding()
         return decode.generate(params, cfg, cond, jax.random.key(seed), prefix=prefix, **settings)
 
-    def sample(self, labels: Any = None, seed: int = 0, *, prompts: Any = None, **overrides: Any) -> np.ndarray:
-        """uint8 images `[B, H, W, C]` of classes `labels [B]` (or for `prompts`); a fixed seed gives the same
-        images."""
-        return self.tokenizer.decode(np.asarray(self.sample_tokens(labels, seed, prompts=prompts, **overrides)))
+    def sample(self, labels: Any = None, seed: int = 0, *, prompts: Any = None, cond: Any = None,
+               **overrides: Any) -> np.ndarray:
+        """uint8 images `[B, H, W, C]` of classes `labels [B]` (or for `prompts`, or `cond`); a fixed seed gives the
+        same images."""
+        return self.tokenizer.decode(np.asarray(self.sample_tokens(labels, seed, prompts=prompts, cond=cond,
+                                                                   **overrides)))
 
     def complete(self, images: Any, num_known_rows: int, labels: Any = None, seed: int = 0, *, prompts: Any = None,
                  **overrides: Any) -> np.ndarray:

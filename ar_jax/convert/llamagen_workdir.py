@@ -3,8 +3,13 @@ conversion next time.
 
     python -m ar_jax.convert.llamagen --gpt c2i_B_256.pt --vq vq_ds16_c2i.pt --preset GPT-B --out W
 
+    python -m ar_jax.convert.llamagen --gpt t2i_XL_stage1_256.pt --vq vq_ds16_t2i.pt --preset GPT-XL \
+        --gpt_args '{"model_type": "t2i"}' --out W
+
 writes `W/tokenizer/` (a VQ tokenizer workdir, as `configs/*_vq.py` runs write) and `W/` (an AR workdir whose
-`config.tokenizer` points at it, with LlamaGen's sampling defaults: CFG 4.0, top-k 2000). Each holds a complete
+`config.tokenizer` points at it, with LlamaGen's sampling defaults: CFG 4.0, top-k 2000 for c2i; CFG 7.5, top-k 1000
+for t2i, whose condition is caption features: `config.model.condition = "caption"`, sampled with
+`pipe.sample(cond={"features": ..., "mask": ...})` or `sample.py --caption_embeddings`). Each holds a complete
 `config.json` and the converted parameters in an orbax checkpoint at step 0. The AR config names the tokenizer
 by its absolute path (`config.tokenizer.workdir`): after moving W, edit that entry or convert again.
 """
@@ -29,12 +34,14 @@ from ar_jax.training.checkpoints import Checkpointer
 TOKENIZER_DIR = "tokenizer"  # the VQ workdir inside the AR workdir
 # Fields of the transformer that change its computation: a saved config must rebuild them exactly.
 COMPUTE_FIELDS = ("vocab_size", "seq_len", "num_classes", "dim", "num_layers", "num_heads", "kv_heads", "hidden_dim",
-                  "rope", "rope_base", "norm_eps", "cls_token_num", "null_class", "causal")
+                  "rope", "rope_base", "norm_eps", "cls_token_num", "null_class", "causal", "condition", "caption_dim")
 
 
-def _data(image_size: int, num_classes: int) -> dict[str, Any]:
-    return {"name": "tfds", "tfds_name": "imagenet2012", "image_shape": (image_size, image_size, 3),
-            "num_classes": num_classes}
+def _data(image_size: int, num_classes: int, captions: bool = False) -> dict[str, Any]:
+    """What LlamaGen trained on, as far as a config can say: ImageNet (c2i); captioned images (t2i, whose T5 features
+    ar_jax does not compute, so such a workdir samples but does not train)."""
+    source = {"name": "caption_folder"} if captions else {"name": "tfds", "tfds_name": "imagenet2012"}
+    return {**source, "image_shape": (image_size, image_size, 3), "num_classes": num_classes}
 
 
 def vq_workdir_config(vq: llamagen.LlamaGenVQ, image_size: int, num_classes: int = 1000) -> ml_collections.ConfigDict:
@@ -46,7 +53,7 @@ def vq_workdir_config(vq: llamagen.LlamaGenVQ, image_size: int, num_classes: int
                                       "model": dataclasses.asdict(vq.cfg)})
 
 
-def gpt_workdir_config(gen: llamagen.LlamaGenGPT, vq_cfg: Any,
+def gpt_workdir_config(gen: llamagen.LlamaGenGPT | llamagen.LlamaGenT2I, vq_cfg: Any,
                        tokenizer_workdir: str | Path) -> ml_collections.ConfigDict:
     """The config of an AR workdir holding `gen` over the codes of the tokenizer in `tokenizer_workdir`.
 
@@ -61,18 +68,21 @@ def gpt_workdir_config(gen: llamagen.LlamaGenGPT, vq_cfg: Any,
     if side * side != cfg.seq_len:
         raise ValueError(f"block_size={cfg.seq_len} is not a square grid of codes; pass the block_size the GPT "
                          "was trained with (256 for 256 px, 576 for 384 px).")
+    t2i = cfg.condition == "caption"
+    sampling = ({"cfg_scale": 7.5, "top_k": min(1000, cfg.vocab_size)} if t2i else  # sample_t2i.py's defaults
+                {"cfg_scale": 4.0, "top_k": min(2000, cfg.vocab_size)})  # sample_c2i.py's
+    caption = {"condition": "caption", "caption_dim": cfg.caption_dim} if t2i else {}
     c = ml_collections.ConfigDict({
-        "kind": "ar", "seed": 0, "data": _data(side * vq_cfg.downsample, cfg.num_classes),
+        "kind": "ar", "seed": 0, "data": _data(side * vq_cfg.downsample, cfg.num_classes, t2i),
         "tokenizer": {"kind": "vq", "workdir": str(Path(tokenizer_workdir).absolute()),
                       "codebook_size": vq_cfg.codebook_size, "grid": (side, side)},
         "model": {"family": "transformer", "dim": cfg.dim, "num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
                   "num_kv_heads": cfg.kv_heads, "mlp_dim": cfg.hidden_dim, "rope": cfg.rope,
                   "rope_base": cfg.rope_base, "cls_token_num": cfg.cls_token_num,
                   "token_dropout": float(args["token_dropout_p"]), "resid_dropout": float(args["resid_dropout_p"]),
-                  "ffn_dropout": float(args["ffn_dropout_p"]), "dtype": "float32"},
+                  "ffn_dropout": float(args["ffn_dropout_p"]), "dtype": "float32", **caption},
         "label_dropout": float(args["class_dropout_prob"]), "ema_decay": 0.0, "samples_per_class": 4,
-        "sampling": {"temperature": 1.0, "top_k": min(2000, cfg.vocab_size), "top_p": 1.0, "cfg_scale": 4.0,
-                     "greedy": False},  # LlamaGen's sample_c2i.py defaults
+        "sampling": {"temperature": 1.0, "top_p": 1.0, "greedy": False, **sampling},
         "mesh": {"data": -1, "fsdp": 1, "tensor": 1}})
     codes = argparse.Namespace(vocab_size=vq_cfg.codebook_size, seq_len=cfg.seq_len)
     built = builders.make_model_config(c, codes)
@@ -96,7 +106,7 @@ def _write(workdir: Path, config: ml_collections.ConfigDict, params: Any) -> Non
     ckpt.close()
 
 
-def save_workdirs(gen: llamagen.LlamaGenGPT | None, vq: llamagen.LlamaGenVQ, workdir: str | Path,
+def save_workdirs(gen: llamagen.LlamaGenGPT | llamagen.LlamaGenT2I | None, vq: llamagen.LlamaGenVQ, workdir: str | Path,
                   image_size: int | None = None) -> Path:
     """Save `vq` as the tokenizer workdir `workdir/tokenizer` and, given `gen`, `gen` as the AR workdir `workdir`.
 
@@ -122,7 +132,8 @@ def save_workdirs(gen: llamagen.LlamaGenGPT | None, vq: llamagen.LlamaGenVQ, wor
 def main(argv: list[str] | None = None) -> None:
     """`python -m ar_jax.convert.llamagen --gpt P --vq P --preset GPT-B --out W`."""
     parser = argparse.ArgumentParser(description="Convert LlamaGen checkpoints into ar_jax workdirs.")
-    parser.add_argument("--gpt", default=None, help="a LlamaGen c2i GPT checkpoint (.pt or .safetensors)")
+    parser.add_argument("--gpt", default=None, help="a LlamaGen GPT checkpoint (.pt or .safetensors); a t2i one "
+                        "with --gpt_args '{\"model_type\": \"t2i\"}'")
     parser.add_argument("--vq", required=True, help="its VQ tokenizer checkpoint")
     parser.add_argument("--preset", default="GPT-B", help="GPT-B, GPT-L, GPT-XL, ...")
     parser.add_argument("--vq_preset", default="VQ-16", help="VQ-16 or VQ-8")
@@ -138,5 +149,6 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"wrote {out}: ar_jax.load({str(out)!r})" + (f"; python sample.py --workdir {out} --out grid.png"
+    feats = " --caption_embeddings feats.npz" if gen is not None and gen.cfg.condition == "caption" else ""
+    print(f"wrote {out}: ar_jax.load({str(out)!r})" + (f"; python sample.py --workdir {out}{feats} --out grid.png"
                                                      if gen is not None else ""))
