@@ -27,6 +27,7 @@ for the 1,501,200 steps. `configs/imagenet_gpt_b.py:smoke` runs it shrunk on a C
 
 from pathlib import Path
 
+import common
 import ml_collections
 
 from ar_jax.config import load_config_file
@@ -35,29 +36,24 @@ IMAGENET_TRAIN = 1_281_167  # images in ImageNet-1k's train split
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-    here = Path(__file__)
-    if variant == "smoke":  # the recipe below over the codes of imagenet_vq16:smoke (32 px shapes, tiny model)
-        c = load_config_file(str(here.with_name("shapes_ar.py")) + ":smoke")
-        c.unlock()
-        c.tokenizer.workdir = "runs/imagenet_vq16_smoke"  # python train.py --config configs/imagenet_vq16.py:smoke
-        c.model.num_kv_heads = 0  # LlamaGen: no grouped-query attention
-        c.model.token_dropout = c.model.resid_dropout = c.model.ffn_dropout = 0.1
-        c.ema_decay = 0.0
-        c.optimizer.learning_rate, c.optimizer.warmup_steps, c.optimizer.end_learning_rate_fraction = 1e-3, 0, 1.0
-        c.optimizer.b1, c.optimizer.b2, c.optimizer.weight_decay = 0.9, 0.95, 0.05
-        c.sampling.cfg_scale, c.sampling.top_k = 4.0, 8  # top-k 2000 in the recipe; here at most the 16 codes
-        return c
-    if variant is not None:
+    """LlamaGen's `train_c2i.py` for GPT-B, every field set here (no toy config underneath)."""
+    if variant not in (None, "smoke"):
         raise ValueError(f"unknown variant {variant!r} of imagenet_gpt_b; use 'smoke' or none.")
-    c = load_config_file(str(here.with_name("shapes_ar.py")))
-    c.unlock()
+    here = Path(__file__)
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # seeds init, data order, dropout and the final sample grid
+    c.kind = "ar"  # a transformer prior over tokens
     c.data = load_config_file(str(here.with_name("imagenet_vq16.py"))).data.copy_and_resolve_references()
-    c.data.unlock()
 
+    c.tokenizer = ml_collections.ConfigDict()
+    c.tokenizer.kind = "vq"  # codes of a trained VQ run (ar_jax/tokenizers/vq_tokens.py)
     c.tokenizer.workdir = "runs/imagenet_vq16"  # a trained tokenizer run (configs/imagenet_vq16.py)
     c.tokenizer.codebook_size = 16384  # --vocab-size
     c.tokenizer.grid = (16, 16)  # --image-size 256 / --downsample-size 16
 
+    c.model = ml_collections.ConfigDict()
+    c.model.family = "transformer"  # the one decoder (ar_jax/models/transformer.py)
+    c.model.condition = "class"  # class labels are the prefix (LlamaGen c2i)
     c.model.dim = 768  # GPT_B
     c.model.num_layers = 12
     c.model.num_heads = 12
@@ -75,7 +71,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.batch_size = 256  # --global-batch-size (global, images)
     c.grad_accum_steps = 1  # --gradient-accumulation-steps; raise it where 256 x 257 tokens do not fit
     c.ema_decay = 0.0  # LlamaGen trains without EMA by default (--ema); e.g. 0.9999 keeps one
+    c.ema_warmup = True  # with EMA on: decay min(ema_decay, (1 + t) / (10 + t)) early in training
     c.num_train_steps = 300 * (IMAGENET_TRAIN // 256)  # --epochs 300, drop_last: 1,501,200 steps
+    c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 1e-4  # --lr, constant (LlamaGen has no schedule)
     c.optimizer.warmup_steps = 0
     c.optimizer.end_learning_rate_fraction = 1.0  # constant
@@ -84,19 +82,32 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 0.05  # --weight-decay, on parameters with 2+ dimensions (LlamaGen's groups)
     c.optimizer.grad_clip = 1.0  # --max-grad-norm
 
+    c.skip_nonfinite_steps = False  # True: a NaN/Inf step is skipped (logged); False: training stops
     c.log_every = 100  # --log-every
     c.eval_every = 5000  # steps between test bits/dim evaluations (validation[:10000])
     c.checkpoint_every = 5000  # --ckpt-every
-    c.keep_checkpoints = 2
+    c.keep_checkpoints = 2  # newest checkpoints kept
     c.samples_per_class = 1  # the final grid has one row per class (1000 rows)
     c.sample_every = 0  # only at the end
 
-    c.sampling.temperature = 1.0  # sample_c2i.py defaults
+    c.sampling = ml_collections.ConfigDict()  # sample_c2i.py defaults
+    c.sampling.temperature = 1.0
     c.sampling.top_k = 2000
     c.sampling.top_p = 1.0
     c.sampling.cfg_scale = 4.0
+    c.sampling.greedy = False
 
-    c.mesh.data = -1  # every device splits the batch
-    c.mesh.fsdp = 1  # >1 shards parameters and optimizer state along embed (GPT-L and up)
-    c.mesh.tensor = 1  # >1 shards heads, MLP width and vocabulary
+    c.mesh = common.mesh()  # every device splits the batch; fsdp > 1 shards parameters along embed (GPT-L and up)
+    c.backend = common.backend()  # "cudnn" on GPUs, "splash" on TPUs
+    if variant == "smoke":  # the same recipe over the codes of imagenet_vq16:smoke (32 px shapes, tiny model)
+        c.data = load_config_file(str(here.with_name("imagenet_vq16.py:smoke"))).data.copy_and_resolve_references()
+        c.tokenizer.workdir = "runs/imagenet_vq16_smoke"  # python train.py --config configs/imagenet_vq16.py:smoke
+        vq = load_config_file(str(here.with_name("imagenet_vq16.py:smoke")))
+        c.tokenizer.codebook_size, c.tokenizer.grid = vq.model.codebook_size, (8, 8)
+        c.model.dim, c.model.num_layers, c.model.num_heads, c.model.mlp_dim = 32, 2, 4, 64
+        c.model.dtype = "float32"
+        c.batch_size, c.num_train_steps, c.optimizer.learning_rate = 8, 4, 1e-3
+        c.log_every, c.eval_every, c.checkpoint_every = 2, 2, 2
+        c.samples_per_class = 2
+        c.sampling.top_k = 8  # top-k 2000 in the recipe; here at most the 16 codes
     return c

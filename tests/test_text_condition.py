@@ -1,5 +1,7 @@
 """Text-to-image through the one condition interface: padded prompts, the cache, guidance, dropout, bad input."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -165,3 +167,26 @@ def test_prompt_ids_out_of_range_are_refused():
         sampling.generate(params, cfg, np.full((1, 6), 20), jax.random.key(0))
     with pytest.raises(ValueError, match=r"\[B, text_len=6\]"):
         sampling.generate(params, cfg, np.zeros((1, 5), np.int32), jax.random.key(0))
+
+
+def test_the_run_trains_its_text_tokenizer_once_and_keeps_it(tmp_path):
+    """A new text run trains SentencePiece on its captions and saves it; a resumed run reads that file (whatever
+    the captions), and a `config.text.tokenizer` that is not the run's is refused."""
+    from ar_jax import builders
+    from ar_jax.config import load_config_file
+    from ar_jax.tokenizers.text import TEXT_TOKENIZER_FILE, TextTokenizer
+
+    config = load_config_file("configs/scenes_t2i.py:smoke")
+    first = builders.fit_text_tokenizer(config, tmp_path, ["a red circle", "two blue squares"])
+    assert (tmp_path / TEXT_TOKENIZER_FILE).is_file()
+    again = builders.fit_text_tokenizer(config, tmp_path, ["a purple triangle above a white square"])
+    assert again.fingerprint() == first.fingerprint()
+    assert again.encode(["a red circle"]) == first.encode(["a red circle"])
+    TextTokenizer.train(["three yellow triangles", "a green square"], tmp_path / "other")
+    config.unlock()
+    config.text.tokenizer = str(tmp_path / "other" / TEXT_TOKENIZER_FILE)
+    with pytest.raises(ValueError, match="is not the tokenizer this run was trained with"):
+        builders.fit_text_tokenizer(config, tmp_path, ["a red circle"])
+    cfg = builders.make_model_config(load_config_file("configs/scenes_t2i.py:smoke"),
+                                     types.SimpleNamespace(vocab_size=16, seq_len=64), text_tokenizer=first)
+    assert cfg.condition == "text" and cfg.text_vocab_size == first.vocab_size and cfg.prefix_len == 11
