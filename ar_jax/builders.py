@@ -55,6 +55,12 @@ def condition_of(config: ml_collections.ConfigDict) -> str:
     return config.model.get("condition", "class")
 
 
+def text_head_of(config: ml_collections.ConfigDict) -> bool:
+    """`config.model.text_head`: the run also learns image-to-text (captions after the image); runs saved before
+    image-to-text existed have no such field and predict images only."""
+    return bool(config.model.get("text_head", False))
+
+
 def make_text_tokenizer(config: ml_collections.ConfigDict, workdir: str | Path | None = None) -> TextTokenizer | None:
     """A text run's tokenizer: the one saved in its `workdir` (trained when the run started), else the `.model` file
     `config.text.tokenizer` names; None for a class-conditional run."""
@@ -106,7 +112,7 @@ def make_model_config(config: ml_collections.ConfigDict, tokenizer: Any = None,
     tokenizer = tokenizer or make_tokenizer(config, workdir)
     m = config.model
     condition = condition_of(config)
-    text = dict(condition=condition)
+    text = dict(condition=condition, text_head=text_head_of(config))
     if condition == "text":
         text_tokenizer = text_tokenizer or make_text_tokenizer(config, workdir)
         text.update(text_len=int(config.text.max_len), text_vocab_size=text_tokenizer.vocab_size)
@@ -127,9 +133,9 @@ def make_model_config(config: ml_collections.ConfigDict, tokenizer: Any = None,
             null_class=True, token_dropout=m.token_dropout, resid_dropout=m.resid_dropout,
             ffn_dropout=m.ffn_dropout, dtype=m.dtype, causal=not maskgit, **text)
         cfg = MaskGITConfig(cfg) if maskgit else cfg
-    elif condition != "class":
-        raise ValueError(f"config.model.family={m.family!r} is class-conditional only; condition={condition!r} needs "
-                         "family='transformer' or 'maskgit'.")
+    elif condition != "class" or text["text_head"]:
+        raise ValueError(f"config.model.family={m.family!r} is class-conditional only; condition={condition!r} and "
+                         f"text_head={text['text_head']} need family='transformer' (or 'maskgit' without text_head).")
     elif m.family == "pixelcnn":
         rows, per_row = tokenizer.grid
         width = tokenizer.image_shape[1]

@@ -52,7 +52,7 @@ def sample_main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description="Sample images from a trained ar_jax workdir or LlamaGen checkpoints.")
     parser.add_argument("--workdir", default=None)
-    parser.add_argument("--out", required=True, help="file.png (a grid, one row per class) or file.npz")
+    parser.add_argument("--out", default=None, help="file.png (a grid, one row per class) or file.npz")
     parser.add_argument("--labels", default=None, help="comma-separated class ids (default: every class)")
     parser.add_argument("--prompt", action="append", default=None,
                         help="a text run's prompt, one row of the grid (repeat the flag for more)")
@@ -60,6 +60,9 @@ def sample_main(argv: list[str] | None = None) -> None:
                         help="a caption-feature run (LlamaGen t2i): .npz of T5 features, one grid row per caption: "
                              "t5_embs [B, L, F] and t5_mask [B, L] as the T5 encoder gives them (right-padded), or "
                              "caption_embs and emb_mask already left-padded (llamagen.left_pad)")
+    parser.add_argument("--caption", nargs="+", default=None, metavar="IMAGE",
+                        help="caption these image files instead of sampling (a run trained both ways, "
+                             "config.model.text_head=True); prints one line per image")
     parser.add_argument("--per_class", type=int, default=None, help="samples per class (default: config's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=256, help="images per compiled sampling call")
@@ -75,7 +78,14 @@ def sample_main(argv: list[str] | None = None) -> None:
     g.add_argument("--top_p", type=float, default=1.0)
     g.add_argument("--temperature", type=float, default=1.0)
     args, overrides = _split(sys.argv[1:] if argv is None else argv, parser)
-    if not args.out.endswith((".png", ".npz")):
+    if args.caption is not None:
+        if args.out or args.labels or args.prompt or args.caption_embeddings or args.llamagen_gpt:
+            parser.error("--caption prints captions: pass only --workdir (and --seed, --config.* overrides) with it")
+        if not args.workdir:
+            parser.error("--caption needs --workdir (a run trained both ways)")
+    elif not args.out:
+        parser.error("pass --out file.png or file.npz (or --caption IMAGE ... to caption images)")
+    elif not args.out.endswith((".png", ".npz")):
         parser.error(f"--out={args.out!r} must end in .png or .npz")
     if args.llamagen_gpt:
         return _sample_llamagen(args)
@@ -88,6 +98,8 @@ def sample_main(argv: list[str] | None = None) -> None:
     if overrides:
         pipe = ARPipeline(apply_overrides(pipe.config, overrides), pipe.params, tokenizer=pipe.tokenizer,
                           text_tokenizer=pipe.text_tokenizer)
+    if args.caption is not None:
+        return _print_captions(pipe, args.caption, args.seed)
     per_class = args.per_class or pipe.config.samples_per_class
     if sum(x is not None for x in (args.labels, args.prompt, args.caption_embeddings)) > 1:
         parser.error("pass one of --labels (a class-conditional run), --prompt (a text run), --caption_embeddings "
@@ -113,6 +125,35 @@ def sample_main(argv: list[str] | None = None) -> None:
     else:
         save_grid(images, rows=len(rows), path=args.out)
     print(f"wrote {len(images)} samples to {args.out}")
+
+
+def _print_captions(pipe: object, paths: list[str], seed: int) -> None:
+    """Read image files of the run's size and channels and print `path: caption` for each (one decoding for all)."""
+    from pathlib import Path
+
+    from ar_jax.data.folder import read_image
+    from ar_jax.decode import captioning
+
+    captioning.check_model(pipe.model_config)  # refused before any file is read
+    H, W, C = pipe.tokenizer.image_shape
+    mode = {1: "L", 3: "RGB"}[C]
+    images = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise ValueError(f"--caption {path!r}: no such file.")
+        try:
+            image = read_image(Path(path), H, W, mode, resize=True)  # a readable file, as pixels
+        except ValueError as e:
+            raise ValueError(f"--caption {path!r}: {e}") from None
+        from PIL import Image
+
+        with Image.open(path) as f:
+            if f.size != (W, H) or f.mode != mode:
+                raise ValueError(f"--caption {path!r} is a {f.size[1]}x{f.size[0]} {f.mode} image; this run captions "
+                                 f"{H}x{W} {mode} images ({C} channel(s)): resize or convert it.")
+        images.append(image)
+    for path, text in zip(paths, pipe.caption(images, seed=seed)):
+        print(f"{path}: {text}")
 
 
 def _read_caption_embeddings(path: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,5 @@
-"""The public surface: `pipe = ar_jax.load(workdir)`, then `pipe.sample(...)` / `pipe.bits_per_dim(...)`."""
+"""The public surface: `pipe = ar_jax.load(workdir)`, then `pipe.sample(...)` / `pipe.bits_per_dim(...)`, and for a
+run trained both ways `pipe.caption(images)` / `pipe.caption_logprob(images, captions)`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from ar_jax import builders, decode
 from ar_jax.config import read_config
+from ar_jax.decode import captioning
 from ar_jax.evaluation.likelihood import bits_per_dim
 from ar_jax.models import conditions
 from ar_jax.models.transformer import DecodingCache, TransformerConfig, param_shapes
@@ -125,6 +127,50 @@ class ARPipeline:
                              "pipe.bits_per_dim.")
         tokens, cond = self._tokens_and_condition(images, labels, prompts)
         return bits_per_dim(self.params, self.model_config, tokens, cond, self.model_config.seq_len)
+
+
+    def image_tokens(self, images: Any) -> np.ndarray:
+        """Tokens `[B, seq_len]` of uint8 `images [B, H, W, C]` (or a list of `[H, W, C]`), or ValueError naming the
+        shape this run's tokenizer takes."""
+        H, W, C = self.tokenizer.image_shape
+        if isinstance(images, (list, tuple)):
+            if not images:
+                raise ValueError(f"no images given; pass uint8 images [B >= 1, {H}, {W}, {C}].")
+            bad = [i for i, x in enumerate(images) if np.shape(x) != (H, W, C)]
+            if bad:
+                raise ValueError(f"image {bad[0]} has shape {np.shape(images[bad[0]])}; this run takes uint8 images "
+                                 f"[{H}, {W}, {C}] ({H}x{W}, {C} channels): resize or convert it.")
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[1:] != (H, W, C) or len(images) == 0:
+            raise ValueError(f"images have shape {images.shape}; this run takes uint8 images [B >= 1, {H}, {W}, {C}] "
+                             f"({H}x{W}, {C} channels): resize or convert them.")
+        if images.dtype != np.uint8:
+            raise ValueError(f"images have dtype {images.dtype}; pass uint8 values in 0..255.")
+        return np.asarray(self.tokenizer.encode(images)).reshape(len(images), -1)
+
+    def caption(self, images: Any, seed: int = 0, *, greedy: bool = True, temperature: float = 1.0, top_k: int = 0,
+                top_p: float = 1.0) -> list[str]:
+        """A caption of each uint8 image `[B, H, W, C]` (a run trained both ways: `config.model.text_head`): greedy,
+        or sampled (`greedy=False`) with temperature, top-k, top-p; a fixed seed gives the same captions."""
+        captioning.check_model(self.model_config)
+        tokens = self.image_tokens(images)
+        cfg, params = self.for_decoding()
+        ids = captioning.caption(params, cfg, tokens, jax.random.key(seed), bos_id=self.text_tokenizer.bos_id,
+                                 eos_id=self.text_tokenizer.eos_id, greedy=greedy, temperature=temperature,
+                                 top_k=top_k, top_p=top_p)
+        return self.text_tokenizer.decode(np.asarray(ids))
+
+    def caption_logprob(self, images: Any, captions: Any) -> np.ndarray:
+        """log p(caption | image) in nats `[B]` (the caption's tokens and its end, teacher-forced), one caption per
+        uint8 image `[B, H, W, C]`: rank candidate captions of an image by it (zero-shot recognition)."""
+        captioning.check_model(self.model_config)
+        tokens = self.image_tokens(images)
+        if isinstance(captions, str) or len(captions) != len(tokens):
+            raise ValueError(f"got {len(tokens)} images but {1 if isinstance(captions, str) else len(captions)} "
+                             "captions; pass a list with one caption per image (repeat an image to score several).")
+        ids = self.text_tokenizer.check_length(list(captions), self.model_config.text_len)
+        text = self.text_tokenizer.pad_caption(ids, self.model_config.text_len)
+        return captioning.caption_logprob(self.params, self.model_config, tokens, text)
 
 
 def restore_params(workdir: str | Path, model_config: Any, item: str = "params") -> Any:

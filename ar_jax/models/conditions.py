@@ -91,17 +91,23 @@ def repeat(cond: Any, n: int) -> Any:
     return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), cond)
 
 
-def embed(module: nn.Module, cfg: Any, cond: Any, init: Any) -> tuple[Array, Array | None]:
+def text_table(module: nn.Module, cfg: Any, init: Any) -> Array:
+    """A text model's token table `[text_vocab_size, dim]`, declared on `module`: the prompt's rows read it, and so do
+    the text rows after the image of a model trained both ways (`text_head`), which declares it once for both."""
+    return module.param("text_embeddings", nn.with_logical_partitioning(init, (axes.VOCAB, axes.EMBED)),
+                        (cfg.text_vocab_size, cfg.dim))
+
+
+def embed(module: nn.Module, cfg: Any, cond: Any, init: Any, table: Array | None = None) -> tuple[Array, Array | None]:
     """The prefix rows `[B, C, dim]` of `cond` and which are real `[B, C]` (None: all of them), declaring the
-    condition's parameters on `module` (`init`: the weight initialiser)."""
+    condition's parameters on `module` (`init`: the weight initialiser; `table`: a text table declared already)."""
     D = cfg.dim
     if cfg.condition == "class":
         table = module.param("cls_embedding", nn.with_logical_partitioning(
             init, (axes.CLASSES, axes.CLS_TOKENS, axes.EMBED)), (cfg.class_rows, cfg.cls_token_num, D))
         return jnp.take(table, cond, axis=0), None
     if cfg.condition == "text":
-        table = module.param("text_embeddings", nn.with_logical_partitioning(init, (axes.VOCAB, axes.EMBED)),
-                             (cfg.text_vocab_size, D))
+        table = text_table(module, cfg, init) if table is None else table
         begin = module.param("begin_image", nn.with_logical_partitioning(init, (axes.EMBED,)), (D,))
         B = cond.shape[0]
         x = jnp.concatenate([jnp.take(table, cond, axis=0), jnp.broadcast_to(begin, (B, 1, D))], axis=1)

@@ -2,8 +2,13 @@
 
 Sequence layout (LlamaGen's): `[prefix_0 .. prefix_{C-1}, tok_0, tok_1, ...]`, the prefix being the condition's rows
 (class tokens, a text prompt, or caption features: `ar_jax.models.conditions`); the output at sequence position
-`C - 1 + j` predicts image token `j`. Pre-norm RMSNorm blocks, SwiGLU, grouped-query attention with interleaved
-rotary embeddings (1-D or LlamaGen's 2-D grid form; class and caption rows zero).
+`C - 1 + j` predicts image token `j`. A text model with `text_head` also goes the other way (image-to-text, early
+fusion as in Chameleon): after the T image tokens of the null (empty) prompt come `text_len + 1` text rows,
+`[bos, caption_0, ..]` embedded by the prompt's table, and the output at position `C + T + i` predicts caption token
+`i` (then `eos`) from its own head `text_output`. Image positions read `output` (image codes only), text positions
+`text_output` (text ids only): the per-position restriction of the vocabulary is the choice of head.
+Pre-norm RMSNorm blocks, SwiGLU, grouped-query attention with interleaved rotary embeddings (1-D or LlamaGen's
+2-D grid form; class and caption rows zero).
 The KV cache is data: `{"k", "v"}`, each a tuple of one array `[B, kv_heads, max_len, head_dim]` per layer,
 passed in and returned; a call writes its keys/values at `start` with `lax.dynamic_update_slice`. One array
 per layer, not one stacked `[layers, ...]` array (XLA updates a layer's array in place), heads-major so decoding
@@ -54,6 +59,7 @@ class TransformerConfig:
     text_len: int = 0  # condition="text": prompt tokens (left-padded), followed by one begin-image row
     text_vocab_size: int = 0  # condition="text": prompt token ids 0..text_vocab_size-1 (0 is padding)
     caption_dim: int = 0  # condition="caption": width of the caption features (LlamaGen t2i: T5's 2048)
+    text_head: bool = False  # condition="text": also predict text after the image (image-to-text), own output head
     null_class: bool = True  # an extra class row (id num_classes) for CFG / label dropout
     token_dropout: float = 0.0
     resid_dropout: float = 0.0
@@ -99,9 +105,14 @@ class TransformerConfig:
         return conditions.prefix_len(self)
 
     @property
+    def suffix_len(self) -> int:
+        """Text rows after the image tokens (`text_head`): `bos` and up to `text_len` caption tokens; 0 without."""
+        return self.text_len + 1 if self.text_head else 0
+
+    @property
     def max_len(self) -> int:
-        """Longest sequence the model sees: the condition's rows + all image tokens."""
-        return self.prefix_len + self.seq_len
+        """Longest sequence the model sees: the condition's rows + all image tokens (+ the text suffix)."""
+        return self.prefix_len + self.seq_len + self.suffix_len
 
     # The model-family protocol (shared with other families, e.g. PixelCNN): what training, evaluation and
     # pipelines call, so that they never branch on the model class.
@@ -120,6 +131,18 @@ class TransformerConfig:
                                                                      deterministic=rng is None,
                                                                      rngs=None if rng is None else {"dropout": rng})
         return losses.token_nll(logits[:, self.prefix_len - 1:], tokens)  # position C-1+j predicts token j
+
+    def sequence_nll(self, params: Any, tokens: Array, cond: Any, text: Array, rng: Array | None = None,
+                     backend: Backend | None = None) -> tuple[Array, Array]:
+        """Teacher-forced NLL in nats of the image tokens `[B, T]` given `cond` and of the text after them
+        `[B, text_len + 1]`, in one pass over the whole sequence (`text_head` models). `text [B, text_len + 2]` is
+        `[bos, caption.., eos, 0..]`: all but its last id are fed, all but its first are the targets (padding
+        targets included: the caller masks them)."""
+        (image, txt), _ = Transformer(self, backend or backends.XLA).apply(
+            {"params": params}, tokens, cond, text=text[:, :-1], heads="both", deterministic=rng is None,
+            rngs=None if rng is None else {"dropout": rng})
+        C = self.prefix_len
+        return losses.token_nll(image[:, C - 1:C - 1 + self.seq_len], tokens), losses.token_nll(txt, text[:, 1:])
 
     def decoding(self, params: Any, backend: Backend | None = None) -> tuple[TransformerConfig, Prepared]:
         """`(cfg, prepared)`: the weights as `backend` (default: where they live) reads them fastest when decoding,
@@ -151,6 +174,10 @@ class TransformerConfig:
         if self.condition == "text" and (self.text_len < 1 or self.text_vocab_size < 2):
             raise ValueError(f"condition='text' needs text_len >= 1 and text_vocab_size >= 2, got {self.text_len} and "
                              f"{self.text_vocab_size}; set config.text.max_len and train or give a tokenizer.")
+        if self.text_head and (self.condition != "text" or not self.causal):
+            raise ValueError(f"text_head=True (image-to-text) needs a causal text model (condition='text', family "
+                             f"'transformer'), got condition={self.condition!r}, causal={self.causal}; set "
+                             "config.model.text_head=False or config.model.condition='text'.")
         if self.condition == "caption" and self.caption_dim < 1:
             raise ValueError(f"condition='caption' needs caption_dim >= 1, got {self.caption_dim}.")
         if self.attn_dropout:
@@ -160,9 +187,17 @@ class TransformerConfig:
             raise ValueError(f"dtype={self.dtype!r} must be 'float32', 'bfloat16' or 'float16'.")
 
 
+def _angles_1d(n: int, head_dim: int, base: float) -> Array:
+    """1-D rotary (cos, sin) `[n, head_dim // 2, 2]` of positions 0..n-1."""
+    freqs = 1.0 / (base ** (jnp.arange(0, head_dim, 2)[: head_dim // 2].astype(jnp.float32) / head_dim))
+    ang = jnp.outer(jnp.arange(n, dtype=jnp.float32), freqs)
+    return jnp.stack([jnp.cos(ang), jnp.sin(ang)], axis=-1)
+
+
 def rope_table(cfg: TransformerConfig) -> Array:
     """Rotary angles `[max_len, head_dim // 2, 2]` (cos, sin). Class and caption rows are zero (LlamaGen); a text
-    prompt's rows get 1-D angles of their position, so attention sees word order."""
+    prompt's rows get 1-D angles of their position, so attention sees word order, and so do the text rows after the
+    image (`text_head`: angles of their index in that suffix)."""
     n = cfg.head_dim
     if cfg.rope == "2d":
         grid = math.isqrt(cfg.seq_len)
@@ -179,9 +214,9 @@ def rope_table(cfg: TransformerConfig) -> Array:
     C = cfg.prefix_len
     prefix = jnp.zeros((C, n // 2, 2), jnp.float32)
     if cfg.condition == "text":
-        freqs = 1.0 / (cfg.rope_base ** (jnp.arange(0, n, 2)[: n // 2].astype(jnp.float32) / n))
-        ang = jnp.outer(jnp.arange(C, dtype=jnp.float32), freqs)
-        prefix = jnp.stack([jnp.cos(ang), jnp.sin(ang)], axis=-1)
+        prefix = _angles_1d(C, n, cfg.rope_base)
+    if cfg.suffix_len:
+        return jnp.concatenate([prefix, table, _angles_1d(cfg.suffix_len, n, cfg.rope_base)])
     return jnp.concatenate([prefix, table])
 
 
@@ -200,7 +235,8 @@ def dense_param(module: nn.Module, backend: Backend, name: str, shape: tuple, na
     return module.param(name, nn.with_logical_partitioning(init or _dense_init(), names), shape)
 
 
-PROJECTIONS = {"wq": 1, "wk": 1, "wv": 1, "wo": 2, "w1": 1, "w3": 1, "w2": 1, "output": 1}  # weight: input dims
+PROJECTIONS = {"wq": 1, "wk": 1, "wv": 1, "wo": 2, "w1": 1, "w3": 1, "w2": 1, "output": 1,
+               "text_output": 1}  # weight: input dims
 
 
 def prepare(params: Any, backend: Backend | None = None) -> Prepared:
@@ -302,30 +338,44 @@ class Block(nn.Module):
         return x, cache
 
 
+HEADS = ("image", "text", "both")  # which output head(s) a call reads (`Transformer.__call__`)
+
+
 class Transformer(nn.Module):
-    """Decoder over `[class tokens?, image tokens]`; returns logits `[B, S, V]` float32 and the cache."""
+    """Decoder over `[condition prefix, image tokens, text suffix?]`; returns float32 logits and the cache."""
 
     cfg: TransformerConfig
     backend: Backend = backends.XLA
 
     @nn.compact
-    def __call__(self, tokens: Array | None, cond: Any = None, *, start: Array | int = 0,
-                 cache: Cache | None = None, deterministic: bool = True) -> tuple[Array, Cache | None]:
-        """tokens `[B, S]` int (or None), `cond` a condition (`ar_jax.models.conditions`; or None).
+    def __call__(self, tokens: Array | None, cond: Any = None, *, text: Array | None = None, start: Array | int = 0,
+                 cache: Cache | None = None, deterministic: bool = True,
+                 heads: str = "image") -> tuple[Array | tuple[Array, Array], Cache | None]:
+        """tokens `[B, S]` int image codes (or None), `cond` a condition (`ar_jax.models.conditions`; or None),
+        `text` `[B, L]` text ids after the image tokens (`text_head` models: `[bos, caption..]`; or None).
 
-        With a condition its prefix rows are prepended, so the sequence is `[prefix(C), tokens]`. `start` is the
+        With a condition its prefix rows are prepended, so the sequence is `[prefix(C), tokens, text]`. `start` is the
         sequence position of the first element (0 when a condition is given). With a cache, keys/values are
-        written at `start` and attention reads the cache up to the written positions.
+        written at `start` and attention reads the cache up to the written positions. `heads` (static): "image"
+        gives image logits `[B, S, vocab_size]` at every position, "text" text logits `[B, S, text_vocab_size]`,
+        "both" (an int `start`) the pair of image logits before position `C + T` and text logits from it on.
         """
         cfg, be, dt = self.cfg, self.backend, jnp.dtype(self.cfg.dtype)
+        if heads not in HEADS:
+            raise ValueError(f"heads={heads!r} is not one of {HEADS}.")
+        if (text is not None or heads != "image") and not cfg.text_head:
+            raise ValueError("text after the image needs a model trained both ways (config.model.text_head=True).")
         tok_table = self.param("tok_embeddings", nn.with_logical_partitioning(
             _dense_init(), (axes.VOCAB, axes.EMBED)), (cfg.vocab_size, cfg.dim))
+        text_table = conditions.text_table(self, cfg, _dense_init()) if cfg.text_head else None
         parts, valid = [], None
         if cond is not None:
-            prefix, valid = conditions.embed(self, cfg, cond, _dense_init())  # [B, C, D], [B, C] or None
+            prefix, valid = conditions.embed(self, cfg, cond, _dense_init(), text_table)  # [B, C, D], [B, C] | None
             parts.append(prefix)
         if tokens is not None and tokens.shape[1]:
             parts.append(jnp.take(tok_table, tokens, axis=0))  # [B, S, D]
+        if text is not None and text.shape[1]:
+            parts.append(jnp.take(text_table, text, axis=0))  # [B, L, D]
         x = jnp.concatenate(parts, axis=1).astype(dt) if len(parts) > 1 else parts[0].astype(dt)
         x = nn.Dropout(cfg.token_dropout)(x, deterministic=deterministic)
         B, S = x.shape[:2]
@@ -356,8 +406,22 @@ class Transformer(nn.Module):
         x = RMSNorm(cfg.norm_eps, dt, name="norm")(x)
         out = dense_param(self, be, "output", (cfg.dim, cfg.vocab_size), (axes.EMBED, axes.VOCAB),
                           init=nn.initializers.zeros)
-        logits = be.dense(x, out.astype(dt), 1, (cfg.vocab_size,), out_dtype=jnp.float32)
-        return logits.astype(jnp.float32), cache
+        image_head = lambda h: be.dense(h, out.astype(dt), 1, (cfg.vocab_size,), out_dtype=jnp.float32
+                                        ).astype(jnp.float32)
+        if not cfg.text_head:
+            return image_head(x), cache
+        text_out = dense_param(self, be, "text_output", (cfg.dim, cfg.text_vocab_size), (axes.EMBED, axes.VOCAB),
+                               init=nn.initializers.zeros)
+        text_head = lambda h: be.dense(h, text_out.astype(dt), 1, (cfg.text_vocab_size,), out_dtype=jnp.float32
+                                       ).astype(jnp.float32)
+        if heads == "image":
+            return image_head(x), cache
+        if heads == "text":
+            return text_head(x), cache
+        if not isinstance(start, int):
+            raise ValueError("heads='both' splits the positions where the text starts: it needs a Python int start.")
+        split = min(max(cfg.prefix_len + cfg.seq_len - start, 0), S)  # positions before the text suffix
+        return (image_head(x[:, :split]), text_head(x[:, split:])), cache
 
 
 def init_cache(cfg: TransformerConfig, batch: int, max_len: int | None = None,

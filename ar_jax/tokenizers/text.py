@@ -146,6 +146,12 @@ class TextTokenizer:
         """Ids int32 `[B, length]` with each row's tokens first, padding after; mask bool `[B, length]`."""
         return self._pad(ids, length, left=False)
 
+    def pad_caption(self, ids: Sequence[Sequence[int]], text_len: int) -> np.ndarray:
+        """The text after an image (image-to-text): int32 `[B, text_len + 2]`, each row `[bos, ids.., eos]` then
+        padding; a row of more than `text_len` ids is refused (`check_length` says which caption)."""
+        wrapped = [[self.bos_id, *row, self.eos_id] for row in ids]
+        return self._pad(wrapped, text_len + 2, left=False)[0]
+
     def _pad(self, ids: Sequence[Sequence[int]], length: int, left: bool) -> tuple[np.ndarray, np.ndarray]:
         out = np.full((len(ids), length), self.pad_id, np.int32)
         mask = np.zeros((len(ids), length), bool)

@@ -20,6 +20,7 @@ from ar_jax import backends, builders, sharding
 from ar_jax.config import diff_keys, read_config, save_config
 from ar_jax.data.pipeline import batch_indices
 from ar_jax.data.sources import get_dataset
+from ar_jax.decode import captioning
 from ar_jax.evaluation.likelihood import bits_per_dim
 from ar_jax.images import grid_for_display, save_png
 from ar_jax.models import conditions
@@ -49,6 +50,19 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.label_dropout={config.label_dropout} must be in [0, 1).")
     if config.optimizer.learning_rate <= 0:
         raise ValueError(f"config.optimizer.learning_rate={config.optimizer.learning_rate} must be > 0.")
+    if builders.text_head_of(config):
+        t = config.text
+        missing = [k for k in ("i2t_fraction", "image_loss_weight", "text_loss_weight") if k not in t]
+        if missing:
+            raise ValueError(f"config.model.text_head=True needs config.text.{', config.text.'.join(missing)} (the "
+                             "share of image-to-text rows, the loss weight of each modality):"
+                             " see configs/scenes_any.py.")
+        if not 0 <= t.i2t_fraction <= 1:
+            raise ValueError(f"config.text.i2t_fraction={t.i2t_fraction} must be in [0, 1] (the share of each batch's "
+                             "rows that are image-to-text sequences).")
+        if min(t.image_loss_weight, t.text_loss_weight) < 0 or t.image_loss_weight + t.text_loss_weight <= 0:
+            raise ValueError(f"config.text.image_loss_weight={t.image_loss_weight} and text_loss_weight="
+                             f"{t.text_loss_weight} must be >= 0, not both 0 (DALL-E used 7/8 and 1/8).")
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: Path) -> None:
@@ -100,6 +114,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                         text_tokenizer=text_tokenizer)
         for labels, captions in ((data.train_labels, data.train_captions), (data.test_labels, data.test_captions)))
     train_tokens, test_tokens = tokenizer.encode(data.train_images), tokenizer.encode(data.test_images)
+    both_ways = builders.text_head_of(config)  # captions also follow the images: `[N, text_len + 2]` ids
+    train_text, test_text = (
+        text_tokenizer.pad_caption(text_tokenizer.check_length(list(captions), cfg.text_len), cfg.text_len)
+        if both_ways else None for captions in (data.train_captions, data.test_captions))
     # MaskGIT has no exact likelihood: its eval NLL is per masked token, named so (never bits/dim).
     exact = exact_likelihood(cfg)
     dims = int(np.prod(tokenizer.image_shape)) if exact else cfg.seq_len
@@ -117,11 +135,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     writer = MetricWriter(workdir, resume_step=start) if lead else _NullWriter()
     batch_sh = {"tokens": sharding.batch_sharding(mesh, 2),
                 "cond": jax.tree.map(lambda x: sharding.batch_sharding(mesh, np.ndim(x)), train_cond)}
+    both = {}  # a run trained both ways: the image-to-text share and the loss weights
+    if both_ways:
+        batch_sh["text"] = sharding.batch_sharding(mesh, 2)
+        both = dict(i2t_fraction=float(config.text.i2t_fraction),
+                    loss_weights=(float(config.text.image_loss_weight), float(config.text.text_loss_weight)))
     step_fn = jax.jit(functools.partial(train_step, cfg=cfg, tx=tx, seed=config.seed,
                                         label_dropout=config.label_dropout,
                                         skip_nonfinite=config.skip_nonfinite_steps,
                                         grad_accum_steps=config.grad_accum_steps, ema_decay=config.ema_decay,
-                                        ema_warmup=config.ema_warmup, backend=backend),
+                                        ema_warmup=config.ema_warmup, backend=backend, **both),
                       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, sharding.replicated(mesh)),
                       donate_argnums=0)
     rows = sharding.process_rows(config.batch_size)
@@ -132,6 +155,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if use_ema:
             extra[f"test_{metric}_ema"] = float(
                 bits_per_dim(state.ema_params, cfg, test_tokens, test_cond, dims, backend=backend).mean())
+        if both_ways:  # -log p(caption, eos | image), nats per test image
+            extra["test_caption_nll"] = float(-captioning.caption_logprob(
+                state.ema_params if use_ema else state.params, cfg, test_tokens, test_text, backend=backend).mean())
         writer.write(step, **{f"test_{metric}": bpd}, **extra)
         return extra.get(f"test_{metric}_ema", bpd)
 
@@ -143,7 +169,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     try:
         for step in range(start, config.num_train_steps):
             idx = batch_indices(n, config.batch_size, config.seed, step)[rows]
-            batch = sharding.put_batch({"tokens": train_tokens[idx], "cond": conditions.take(train_cond, idx)}, mesh)
+            batch = {"tokens": train_tokens[idx], "cond": conditions.take(train_cond, idx)}
+            if both_ways:
+                batch["text"] = train_text[idx]
+            batch = sharding.put_batch(batch, mesh)
             state, metrics = step_fn(state, batch)
             done = step + 1
             loss, finite = float(metrics["loss"]), bool(metrics["finite"])
@@ -157,8 +186,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 writer.write(done, skipped_nonfinite=1)
             if done % config.log_every == 0 or done == config.num_train_steps:
                 rate = (done - s0) / max(time.perf_counter() - t0, 1e-9)
-                writer.write(done, loss=loss, **{metric: loss / math.log(2)}, grad_norm=float(metrics["grad_norm"]),
-                             learning_rate=learning_rate(config, done), steps_per_s=rate)
+                parts = {k: float(metrics[k]) for k in ("image_loss", "text_loss") if k in metrics}
+                image_loss = parts.get("image_loss", loss)  # bits/dim are the image tokens' alone
+                writer.write(done, loss=loss, **{metric: image_loss / math.log(2)}, **parts,
+                             grad_norm=float(metrics["grad_norm"]), learning_rate=learning_rate(config, done),
+                             steps_per_s=rate)
                 bar.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{rate:.1f}")
             if done % config.eval_every == 0 or done == config.num_train_steps:
                 bar.set_postfix_str(f"test {metric.replace('_per_', '/')} {evaluate(done):.4f}")
