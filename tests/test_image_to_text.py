@@ -167,3 +167,21 @@ def test_text_head_needs_a_causal_text_model():
     with pytest.raises(ValueError, match="text_head=True"):
         Transformer(cfg).apply({"params": params}, None, None, text=jnp.zeros((1, 1), jnp.int32), start=3,
                                cache=init_cache(cfg, 1))
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_captions_through_the_cpu_decode_layouts(native):
+    """The text head is a projection like the others: re-laid out for decoding (`[out, in]` copies, or the native
+    kernel's panels), with the same greedy captions."""
+    from ar_jax.backends.cpu import CpuBackend, kernels
+    from ar_jax.models.transformer import PROJECTIONS
+
+    if native and not kernels.available():
+        pytest.skip("native kernels not built here")
+    cfg, params = make_any_model()
+    prepared = CpuBackend(native=native).prepare(params, PROJECTIONS)
+    assert prepared.backend.layout == ("panels" if native else "out_in")
+    assert prepared.params["text_output"].shape != params["text_output"].shape
+    toks = images(cfg)
+    ids = captioning.caption(prepared, cfg, toks, jax.random.key(0), bos_id=BOS, eos_id=EOS)
+    np.testing.assert_array_equal(ids, teacher_forced_greedy(cfg, params, toks))
