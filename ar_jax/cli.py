@@ -131,6 +131,8 @@ def _print_captions(pipe: object, paths: list[str], seed: int) -> None:
     """Read image files of the run's size and channels and print `path: caption` for each (one decoding for all)."""
     from pathlib import Path
 
+    from PIL import Image
+
     from ar_jax.data.folder import read_image
     from ar_jax.decode import captioning
 
@@ -145,8 +147,6 @@ def _print_captions(pipe: object, paths: list[str], seed: int) -> None:
             image = read_image(Path(path), H, W, mode, resize=True)  # a readable file, as pixels
         except ValueError as e:
             raise ValueError(f"--caption {path!r}: {e}") from None
-        from PIL import Image
-
         with Image.open(path) as f:
             if f.size != (W, H) or f.mode != mode:
                 raise ValueError(f"--caption {path!r} is a {f.size[1]}x{f.size[0]} {f.mode} image; this run captions "
