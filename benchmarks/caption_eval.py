@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 import ar_jax
-from ar_jax.data.scenes import DEFAULT_HELD_OUT, KINDS, scenes_dataset
+from ar_jax.data.scenes import KINDS, scenes_dataset
 from ar_jax.decode import captioning
 from ar_jax.evaluation import captions as cap
 from ar_jax.evaluation import scenes as ev
@@ -131,7 +131,7 @@ def main() -> None:
     print(json.dumps({"caption_accuracy": round(accuracy.overall, 4), "caption": accuracy.as_json(),
                       "ranking_accuracy": round(ranking.overall, 4), "ranking": ranking.as_json(),
                       "candidates": k, **t2i, "workdir": args.workdir, "test_scenes": len(images),
-                      "held_out_pairs": list(held_out or DEFAULT_HELD_OUT)}))
+                      "held_out_pairs": list(held_out)}))
 
 
 if __name__ == "__main__":
