@@ -59,31 +59,37 @@ def loss_and_grads(params: Any, cfg: ModelFamily, tokens: jax.Array, cond: Any, 
 
 def both_ways_loss_and_grads(params: Any, cfg: ModelFamily, tokens: jax.Array, cond: Any, text: jax.Array,
                              rng: jax.Array | None, *, i2t_fraction: float, loss_weights: tuple[float, float],
-                             accum_steps: int = 1, backend: Backend | None = None) -> tuple[jax.Array, Any, dict]:
+                             i2t_image_targets: bool = True, accum_steps: int = 1,
+                             backend: Backend | None = None) -> tuple[jax.Array, Any, dict]:
     """The loss of a model trained both ways (`text_head`) and its gradient, with the two modalities' mean NLLs.
 
     The first `round(i2t_fraction * B)` rows (a batch is a random draw, so any rows) become image-to-text sequences:
     their prompt is the null one and their caption `text [B, text_len + 2]` (`[bos, caption.., eos, 0..]`) follows
-    the image; the other rows keep their prompt and their text is out of the loss. Every row's image tokens are
-    targets (an image-to-text row's train the unconditional model). The loss is `w_image * mean image-token NLL +
-    w_text * mean caption-token NLL` (`loss_weights = (w_image, w_text)`; DALL-E used 7/8, 1/8), the same at any
-    `accum_steps`: each target's weight is fixed over the whole batch before it is split.
+    the image; the other rows keep their prompt and their text is out of the loss. An image-to-text row's image
+    tokens are targets too with `i2t_image_targets` (they train the unconditional model, as Chameleon trains every
+    token), else only its context. The loss is `w_image * mean image-token NLL + w_text * mean caption-token NLL`
+    over the targets (`loss_weights = (w_image, w_text)`; DALL-E used 7/8, 1/8), the same at any `accum_steps`:
+    each target's weight is fixed over the whole batch before it is split.
     """
     B, T = tokens.shape
     i2t = jnp.arange(B) < round(i2t_fraction * B)
     cond = conditions.drop(cfg, cond, i2t)
     counted = i2t[:, None] & (text[:, 1:] != 0)  # [B, text_len + 1] caption and eos targets
+    images = jnp.ones((B,), bool) if i2t_image_targets else ~i2t  # rows whose image tokens are targets
     w_image, w_text = loss_weights
-    text_w = w_text * B * counted / jnp.maximum(counted.sum(), 1)  # per target; the rows' mean is the loss
+    n_text, n_image = jnp.maximum(counted.sum(), 1), jnp.maximum(images.sum(), 1)
+    text_w = w_text * B * counted / n_text  # per target, so that the rows' mean is the loss
+    image_w = w_image * B * images / n_image  # per row, on its mean image-token NLL
 
     def loss_fn(p, x, r):
-        t, c, txt, tw = x
+        t, c, txt, tw, iw = x
         img_nll, txt_nll = cfg.sequence_nll(p, t, c, txt, r, backend)
-        loss = (w_image * img_nll.mean(-1) + (txt_nll * tw).sum(-1)).mean()
-        return loss, (img_nll.sum(), jnp.sum(jnp.where(tw > 0, txt_nll, 0.0)))
+        loss = (iw * img_nll.mean(-1) + (txt_nll * tw).sum(-1)).mean()
+        return loss, (jnp.sum(jnp.where(iw > 0, img_nll.sum(-1), 0.0)), jnp.sum(jnp.where(tw > 0, txt_nll, 0.0)))
 
-    loss, grads, (img_sum, txt_sum) = _accumulate(loss_fn, params, (tokens, cond, text, text_w), rng, accum_steps)
-    return loss, grads, {"image_loss": img_sum / (B * T), "text_loss": txt_sum / jnp.maximum(counted.sum(), 1)}
+    loss, grads, (img_sum, txt_sum) = _accumulate(loss_fn, params, (tokens, cond, text, text_w, image_w), rng,
+                                                  accum_steps)
+    return loss, grads, {"image_loss": img_sum / (n_image * T), "text_loss": txt_sum / n_text}
 
 
 def drop_condition(cfg: ModelFamily, cond: Any, rng: jax.Array, rate: float) -> Any:
@@ -105,13 +111,15 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: ModelFami
                tx: optax.GradientTransformation, seed: int, label_dropout: float, skip_nonfinite: bool = False,
                grad_accum_steps: int = 1, ema_decay: float = 0.0, ema_warmup: bool = True,
                backend: Backend | None = None, i2t_fraction: float = 0.0,
-               loss_weights: tuple[float, float] = (1.0, 1.0)) -> tuple[TrainState, dict]:
+               loss_weights: tuple[float, float] = (1.0, 1.0), i2t_image_targets: bool = True
+               ) -> tuple[TrainState, dict]:
     """One AdamW step on `batch = {"tokens": [B, T] int32, "cond": the condition}` (class labels `[B]`, prompt ids
     `[B, L]`, ...: `ar_jax.models.conditions`); with `label_dropout` a row's condition becomes the null one.
 
     A model trained both ways (`text_head`) also gets `batch["text"]`, each row's caption `[B, text_len + 2]`: then
-    `i2t_fraction` of the rows are image-to-text sequences and `loss_weights` weigh the two modalities
-    (`both_ways_loss_and_grads`; metrics add `image_loss` and `text_loss`).
+    `i2t_fraction` of the rows are image-to-text sequences, `loss_weights` weigh the two modalities and
+    `i2t_image_targets` says whether their image tokens are targets (`both_ways_loss_and_grads`; metrics add
+    `image_loss` and `text_loss`).
 
     With `skip_nonfinite`, a step whose loss or gradients are not finite leaves params and optimizer
     state unchanged (the step counter still advances, so the data order stays a function of the step).
@@ -125,7 +133,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: ModelFami
     if "text" in batch:
         loss, grads, parts = both_ways_loss_and_grads(
             state.params, cfg, batch["tokens"], cond, batch["text"], drop_rng, i2t_fraction=i2t_fraction,
-            loss_weights=loss_weights, accum_steps=grad_accum_steps, backend=backend)
+            loss_weights=loss_weights, i2t_image_targets=i2t_image_targets, accum_steps=grad_accum_steps,
+            backend=backend)
     else:
         loss, grads = loss_and_grads(state.params, cfg, batch["tokens"], cond, drop_rng, grad_accum_steps, backend)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

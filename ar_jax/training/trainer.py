@@ -52,7 +52,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.optimizer.learning_rate={config.optimizer.learning_rate} must be > 0.")
     if builders.text_head_of(config):
         t = config.text
-        missing = [k for k in ("i2t_fraction", "image_loss_weight", "text_loss_weight") if k not in t]
+        missing = [k for k in ("i2t_fraction", "i2t_image_targets", "image_loss_weight", "text_loss_weight")
+                   if k not in t]
         if missing:
             raise ValueError(f"config.model.text_head=True needs config.text.{', config.text.'.join(missing)} (the "
                              "share of image-to-text rows, the loss weight of each modality):"
@@ -139,7 +140,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if both_ways:
         batch_sh["text"] = sharding.batch_sharding(mesh, 2)
         both = dict(i2t_fraction=float(config.text.i2t_fraction),
-                    loss_weights=(float(config.text.image_loss_weight), float(config.text.text_loss_weight)))
+                    loss_weights=(float(config.text.image_loss_weight), float(config.text.text_loss_weight)),
+                    i2t_image_targets=bool(config.text.i2t_image_targets))
     step_fn = jax.jit(functools.partial(train_step, cfg=cfg, tx=tx, seed=config.seed,
                                         label_dropout=config.label_dropout,
                                         skip_nonfinite=config.skip_nonfinite_steps,
