@@ -132,6 +132,11 @@ def test_both_ways_loss_weighs_each_modality_and_accumulates_exactly():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), grads2, grads)
     assert float(optax.tree.norm(grads["text_output"])) > 0.01  # the caption rows reach the text head
     np.testing.assert_allclose(parts2["text_loss"], parts["text_loss"], rtol=1e-5)
+    ctx, _, ctx_parts = both_ways_loss_and_grads(params, cfg, toks, prompts, text, None, i2t_fraction=0.5,
+                                                 loss_weights=(0.75, 0.25), i2t_image_targets=False)
+    want_img = float(img[2:].mean())  # the image-to-text rows' images are context only
+    np.testing.assert_allclose([ctx, ctx_parts["image_loss"]], [0.75 * want_img + 0.25 * want_txt, want_img],
+                               rtol=1e-5)
 
 
 def test_bad_caption_arguments_are_refused_before_compiling():
