@@ -112,7 +112,8 @@ def make_model_config(config: ml_collections.ConfigDict, tokenizer: Any = None,
     tokenizer = tokenizer or make_tokenizer(config, workdir)
     m = config.model
     condition = condition_of(config)
-    text = dict(condition=condition, text_head=text_head_of(config))
+    text = dict(condition=condition, text_head=text_head_of(config),
+                image_positions=bool(m.get("image_positions", False)))  # runs saved before it: rotary only
     if condition == "text":
         text_tokenizer = text_tokenizer or make_text_tokenizer(config, workdir)
         text.update(text_len=int(config.text.max_len), text_vocab_size=text_tokenizer.vocab_size)

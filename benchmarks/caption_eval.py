@@ -4,10 +4,12 @@
 
 On the run's scenes test split (every colour-shape pair, held-out ones included):
 - caption accuracy: the share of images whose greedy caption (`pipe.caption`) describes exactly the scene (parsed
-  into objects, colours, counts and relation, a relation stated from either object: `ar_jax/evaluation/captions.py`),
-  per caption kind, over scenes with and without a held-out pair, and overall;
-- ranking accuracy: the share of images whose true caption has the highest `pipe.caption_logprob` among itself and
-  `--distractors` captions of the same kind that describe other scenes (zero-shot recognition by likelihood);
+  into objects, colours, counts and relation, and checked against the generator's object metadata: every object
+  named and no other, a relation stated from either object and holding in the image, whichever relation the
+  scene's own caption chose: `ar_jax/evaluation/captions.py`), per kind of scene, over scenes with and without a
+  held-out pair, and overall;
+- ranking accuracy: the share of images whose own caption has the highest `pipe.caption_logprob` among itself and
+  `--distractors` captions of the same kind that do not describe the scene (zero-shot recognition by likelihood);
 - text-to-image: `benchmarks/scene_eval.py`'s score (`ar_jax.evaluation.scenes.evaluate`, the run's sampling
   settings) of this run and, with `--t2i_workdir`, of a text-to-image-only run beside it, and their difference.
 Prints tables, then one JSON line.
@@ -23,21 +25,23 @@ import time
 import numpy as np
 
 import ar_jax
-from ar_jax.data.scenes import KINDS, scenes_dataset
+from ar_jax.data.scenes import KINDS, SceneObjects, generate
 from ar_jax.decode import captioning
 from ar_jax.evaluation import captions as cap
 from ar_jax.evaluation import scenes as ev
 
 
-def test_split(pipe) -> tuple[np.ndarray, list[str], tuple[str, ...]]:
-    """The run's scenes test images, captions and held-out pairs (the split does not depend on num_train)."""
+def test_split(pipe) -> tuple[np.ndarray, list[str], SceneObjects, tuple[str, ...]]:
+    """The run's scenes test split (images, captions, object metadata) and held-out pairs, drawn as
+    `ar_jax.data.scenes.scenes_dataset` draws it (the first child stream of `SeedSequence(seed)`)."""
     d = pipe.config.data
     if d.name != "scenes":
         raise ValueError(f"{d.name!r} is not the scenes dataset; caption_eval judges scenes runs "
                          "(configs/scenes_any.py).")
-    data = scenes_dataset(1, int(d.num_test), int(d.seed), int(d.image_size), tuple(d.held_out),
-                          tuple(d.kind_weights))
-    return data.test_images, list(data.test_captions), tuple(d.held_out)
+    test_seed = np.random.SeedSequence(int(d.seed)).spawn(2)[0]
+    images, captions, objects = generate(int(d.num_test), test_seed, int(d.image_size), held_out=(),
+                                         kind_weights=tuple(d.kind_weights))
+    return images, captions, objects, tuple(d.held_out)
 
 
 def in_batches(fn, n: int, batch_size: int) -> list:
@@ -67,17 +71,17 @@ def main() -> None:
     args = parser.parse_args()
 
     pipe = ar_jax.load(args.workdir)
-    images, truths, held_out = test_split(pipe)
+    images, truths, objects, held_out = test_split(pipe)
     print(f"{len(images)} test scenes of {args.workdir}; held-out pairs {list(held_out)}")
 
     t0 = time.perf_counter()
     predicted = in_batches(lambda idx: pipe.caption(images[idx]), len(images), args.batch_size)
-    accuracy = cap.caption_accuracy(predicted, truths, held_out)
+    accuracy = cap.caption_accuracy(predicted, objects, truths, held_out)
     t_caption = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(args.seed)
-    candidates = [[t, *cap.distractors(t, args.distractors, rng)] for t in truths]
+    candidates = [[t, *cap.distractors(t, objects, i, args.distractors, rng)] for i, t in enumerate(truths)]
     k = 1 + args.distractors
     # pipe.caption_logprob(np.repeat(images, k, 0), candidates), with each image tokenized once, not k times
     tokens = np.repeat(pipe.image_tokens(images), k, axis=0)
@@ -97,7 +101,7 @@ def main() -> None:
               f"{fmt(ranking.held_out_accuracy.get(kind, math.nan))} {n:7d}")
     print(f"{'overall':10s} {fmt(accuracy.overall):>8s} {fmt(accuracy.overall_held_out)} {fmt(ranking.overall)} "
           f"{fmt(ranking.overall_held_out)} {len(images):7d}")
-    wrong = [(t, p) for t, p in zip(truths, predicted) if not cap.same_scene(p, t)]
+    wrong = [(t, p) for i, (t, p) in enumerate(zip(truths, predicted)) if not cap.describes(p, objects, i)]
     for t, p in wrong[:8]:
         print(f"  wrong: {p!r} for {t!r}")
 

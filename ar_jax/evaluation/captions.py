@@ -1,10 +1,14 @@
 """Caption evaluation on the captioned scenes: whether a caption describes exactly its scene, and ranking candidates.
 
 A caption is parsed into its structure (`ar_jax.data.scenes.parse_caption`: kind, objects with colour and shape, a
-count, a relation) and compared with the scene's own caption: the same kind, objects and count, and the same
-relation stated from either object ("a red circle left of a blue square" is "a blue square right of a red circle").
-Text that is not a scenes caption describes no scene. `distractors` draws candidate captions of the same kind that
-describe other scenes, for ranking by `pipe.caption_logprob` (zero-shot recognition, as ImageGPT's probes).
+count, a relation) and checked against the scene itself (`describes`, from the generator's object metadata): it
+names every object, with its colour and shape, and no other (so the count too), and a relation it states holds in
+the image, from either object ("a red circle left of a blue square" is "a blue square right of a red circle"): their
+boxes are apart along the relation's axis, in that order, as the pixel judge of `ar_jax/evaluation/scenes.py` asks.
+The scene's own caption states one relation; another may hold as well (two objects placed apart along x are often
+apart along y too), and a caption stating it describes the scene as exactly. Text that is not a scenes caption
+describes no scene. `distractors` draws captions of the scene's kind that do not describe it, for ranking by
+`pipe.caption_logprob` (zero-shot recognition, as ImageGPT's probes).
 """
 
 from __future__ import annotations
@@ -15,7 +19,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ar_jax.data.scenes import DEFAULT_HELD_OUT, KINDS, Caption, all_captions, parse_caption
+from ar_jax.data.scenes import (
+    COLORS,
+    DEFAULT_HELD_OUT,
+    KINDS,
+    SHAPES,
+    Caption,
+    SceneObjects,
+    all_captions,
+    parse_caption,
+)
 from ar_jax.evaluation.scenes import names_held_out
 
 INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
@@ -24,11 +37,9 @@ INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "belo
 def scene_of(caption: str | Caption) -> tuple | None:
     """A hashable description of the scene a caption states (one per scene, whichever object a relation starts
     from), or None for text that is not a scenes caption."""
-    if not isinstance(caption, Caption):
-        try:
-            caption = parse_caption(caption)
-        except ValueError:
-            return None
+    caption = _parse(caption)
+    if caption is None:
+        return None
     if caption.kind != "relation":
         return caption.kind, caption.objects, None
     (a, b), rel = caption.objects, caption.relation
@@ -39,6 +50,39 @@ def same_scene(predicted: str | Caption, truth: str | Caption) -> bool:
     """Whether `predicted` describes exactly the scene `truth` does (False for text that is not a scenes caption)."""
     mine = scene_of(predicted)
     return mine is not None and mine == scene_of(truth)
+
+
+def _parse(caption: str | Caption) -> Caption | None:
+    if isinstance(caption, Caption):
+        return caption
+    try:
+        return parse_caption(caption)
+    except ValueError:
+        return None
+
+
+def _holds(objects: SceneObjects, i: int, a: int, b: int, relation: str) -> bool:
+    """Object slot `a` of scene `i` is `relation` slot `b`: their boxes `[c - h, c + h]` are apart along the
+    relation's axis, in that order (rows grow downwards)."""
+    c = objects.cx if relation in ("left of", "right of") else objects.cy
+    lo, hi = (a, b) if relation in ("left of", "above") else (b, a)
+    return bool(c[i, lo] + objects.half[i, lo] < c[i, hi] - objects.half[i, hi])
+
+
+def describes(caption: str | Caption, objects: SceneObjects, i: int) -> bool:
+    """Whether `caption` describes exactly scene `i` of `objects` (the generator's metadata): every object named, with
+    its colour and shape, none more, and a stated relation holding in the image."""
+    cap = _parse(caption)
+    if cap is None:
+        return False
+    n = int(objects.count[i])
+    scene = [(list(COLORS)[objects.color[i, k]], SHAPES[objects.shape[i, k]]) for k in range(n)]
+    if sorted(cap.objects) != sorted(scene):
+        return False
+    if cap.kind != "relation":
+        return cap.kind == ("single" if n == 1 else "count")
+    a, b = (scene.index(o) for o in cap.objects)  # a relation names two objects of different colours
+    return _holds(objects, i, a, b, cap.relation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,21 +121,25 @@ def score(correct: Sequence[bool], truths: Sequence[str], held_out: Sequence[str
                          mean(flat(False)), mean(flat(True)))
 
 
-def caption_accuracy(predicted: Sequence[str], truths: Sequence[str],
+def caption_accuracy(predicted: Sequence[str], objects: SceneObjects, truths: Sequence[str],
                      held_out: Sequence[str] = DEFAULT_HELD_OUT) -> CaptionScores:
-    """The share of predicted captions that describe exactly their scene (`same_scene`), per kind and overall."""
-    if len(predicted) != len(truths):
-        raise ValueError(f"{len(predicted)} predicted captions but {len(truths)} true ones; give one per scene.")
-    return score([same_scene(p, t) for p, t in zip(predicted, truths)], truths, held_out)
+    """The share of predicted captions that describe exactly their scene (`describes`), per kind of the scene's own
+    caption (`truths`) and overall."""
+    if not len(predicted) == len(truths) == len(objects.count):
+        raise ValueError(f"{len(predicted)} predicted captions, {len(truths)} true ones and {len(objects.count)} "
+                         "scenes; give one of each per scene.")
+    return score([describes(p, objects, i) for i, p in enumerate(predicted)], truths, held_out)
 
 
-def distractors(truth: str, n: int, rng: np.random.Generator) -> list[str]:
-    """`n` captions of the same kind as `truth` that describe other scenes, drawn without replacement."""
-    kind, scene = parse_caption(truth).kind, scene_of(truth)
-    pool = [c for c in _BY_KIND[kind] if scene_of(c) != scene]
+def distractors(truth: str, objects: SceneObjects, i: int, n: int, rng: np.random.Generator) -> list[str]:
+    """`n` captions of the kind of scene `i`'s caption `truth` that do not describe that scene, drawn without
+    replacement."""
+    kind = parse_caption(truth).kind
+    pool = [c.text for c in _BY_KIND[kind] if not describes(c, objects, i)]
     if n > len(pool):
-        raise ValueError(f"{n} distractors asked for a {kind!r} caption, but only {len(pool)} other scenes exist.")
-    return [pool[i] for i in rng.choice(len(pool), n, replace=False)]
+        raise ValueError(f"{n} distractors asked for a {kind!r} scene, but only {len(pool)} captions do not "
+                         "describe it.")
+    return [pool[k] for k in rng.choice(len(pool), n, replace=False)]
 
 
-_BY_KIND = {k: [c for c in all_captions() if parse_caption(c).kind == k] for k in KINDS}
+_BY_KIND = {k: [c for c in map(parse_caption, all_captions()) if c.kind == k] for k in KINDS}

@@ -6,7 +6,9 @@ Sequence layout (LlamaGen's): `[prefix_0 .. prefix_{C-1}, tok_0, tok_1, ...]`, t
 fusion as in Chameleon): after the T image tokens of the null (empty) prompt come `text_len + 1` text rows,
 `[bos, caption_0, ..]` embedded by the prompt's table, and the output at position `C + T + i` predicts caption token
 `i` (then `eos`) from its own head `text_output`. Image positions read `output` (image codes only), text positions
-`text_output` (text ids only): the per-position restriction of the vocabulary is the choice of head.
+`text_output` (text ids only): the per-position restriction of the vocabulary is the choice of head. Rotary
+embeddings decide which keys a query reads but move no value, so a text position learns what the image holds more
+easily than where; `image_positions` adds learned absolute rows to the image tokens' embeddings (as ImageGPT's).
 Pre-norm RMSNorm blocks, SwiGLU, grouped-query attention with interleaved rotary embeddings (1-D or LlamaGen's
 2-D grid form; class and caption rows zero).
 The KV cache is data: `{"k", "v"}`, each a tuple of one array `[B, kv_heads, max_len, head_dim]` per layer,
@@ -60,6 +62,7 @@ class TransformerConfig:
     text_vocab_size: int = 0  # condition="text": prompt token ids 0..text_vocab_size-1 (0 is padding)
     caption_dim: int = 0  # condition="caption": width of the caption features (LlamaGen t2i: T5's 2048)
     text_head: bool = False  # condition="text": also predict text after the image (image-to-text), own output head
+    image_positions: bool = False  # learned absolute rows `[seq_len, dim]` added to the image tokens' embeddings
     null_class: bool = True  # an extra class row (id num_classes) for CFG / label dropout
     token_dropout: float = 0.0
     resid_dropout: float = 0.0
@@ -373,7 +376,13 @@ class Transformer(nn.Module):
             prefix, valid = conditions.embed(self, cfg, cond, _dense_init(), text_table)  # [B, C, D], [B, C] | None
             parts.append(prefix)
         if tokens is not None and tokens.shape[1]:
-            parts.append(jnp.take(tok_table, tokens, axis=0))  # [B, S, D]
+            x_tok = jnp.take(tok_table, tokens, axis=0)  # [B, S, D]
+            if cfg.image_positions:  # where each image token is, in what attention reads (rotary moves no value)
+                pos = self.param("image_positions", nn.with_logical_partitioning(_dense_init(), (None, axes.EMBED)),
+                                 (cfg.seq_len, cfg.dim))
+                first = 0 if cond is not None else start - cfg.prefix_len  # image index of tokens[:, 0]
+                x_tok = x_tok + jax.lax.dynamic_slice_in_dim(pos, first, tokens.shape[1])[None]
+            parts.append(x_tok)
         if text is not None and text.shape[1]:
             parts.append(jnp.take(text_table, text, axis=0))  # [B, L, D]
         x = jnp.concatenate(parts, axis=1).astype(dt) if len(parts) > 1 else parts[0].astype(dt)
