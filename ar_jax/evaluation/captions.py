@@ -31,26 +31,6 @@ from ar_jax.data.scenes import (
 )
 from ar_jax.evaluation.scenes import names_held_out
 
-INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
-
-
-def scene_of(caption: str | Caption) -> tuple | None:
-    """A hashable description of the scene a caption states (one per scene, whichever object a relation starts
-    from), or None for text that is not a scenes caption."""
-    caption = _parse(caption)
-    if caption is None:
-        return None
-    if caption.kind != "relation":
-        return caption.kind, caption.objects, None
-    (a, b), rel = caption.objects, caption.relation
-    return min(("relation", (a, b), rel), ("relation", (b, a), INVERSE[rel]))
-
-
-def same_scene(predicted: str | Caption, truth: str | Caption) -> bool:
-    """Whether `predicted` describes exactly the scene `truth` does (False for text that is not a scenes caption)."""
-    mine = scene_of(predicted)
-    return mine is not None and mine == scene_of(truth)
-
 
 def _parse(caption: str | Caption) -> Caption | None:
     if isinstance(caption, Caption):
