@@ -1,4 +1,4 @@
-"""The one decoder: class-conditional, LlamaGen-shaped, causal (AR) or bidirectional (MaskGIT).
+"""The one decoder: conditioned on a prefix (class, text, caption), LlamaGen-shaped, causal (AR) or bidirectional.
 
 Sequence layout (LlamaGen's): `[prefix_0 .. prefix_{C-1}, tok_0, tok_1, ...]`, the prefix being the condition's rows
 (class tokens, a text prompt, or caption features: `ar_jax.models.conditions`); the output at sequence position
@@ -303,7 +303,7 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Decoder over `[class tokens?, image tokens]`; returns logits `[B, S, V]` float32 and the cache."""
+    """Decoder over `[condition prefix?, image tokens]`; returns logits `[B, S, V]` float32 and the cache."""
 
     cfg: TransformerConfig
     backend: Backend = backends.XLA
