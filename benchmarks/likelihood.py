@@ -18,8 +18,9 @@ is listed as not trained (null in the JSON). The runs come from:
 batch). All runs of a dataset must share the data section and the pixel tokenizer (refused otherwise), so the
 test tokens are identical. Bits/dim: exact test NLL / (H*W*C) / ln 2 with each run's default weights (those of
 `ar_jax.load(workdir)`: the checkpoint with the lowest validation bits/dim where the run kept one, else the latest;
-EMA when kept; the "weights" column says which), conditional on the true label. Baselines: uniform over the levels, and independent per-subpixel
-categoricals fitted on the training tokens (add-one smoothing). Prints a table, then one JSON line
+EMA when kept; the "weights" column says which), conditional on the true label. Baselines: uniform over the
+levels, and independent per-subpixel categoricals fitted on the training tokens (all of them, the runs' validation
+split included; add-one smoothing). Prints a table, then one JSON line
 `{"digits": {model: bpd, ...}, "shapes": {...}}`.
 """
 
