@@ -102,9 +102,6 @@ class ARPipeline:
         return bits_per_dim(self.params, self.model_config, tokens, labels, self.model_config.seq_len)
 
 
-WEIGHTS = ("default", "best", "latest", "raw", "ema")  # the choices of `load(workdir, weights=...)`
-
-
 def restore_params(workdir: str | Path, model_config: Any, item: str = "params", step: int | None = None) -> Any:
     """The parameters (or their EMA: `item="ema_params"`) of the checkpoint at `step` of `workdir` (None: the latest
     readable one), checked against `model_config`."""
