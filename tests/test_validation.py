@@ -12,7 +12,7 @@ from ar_jax.data.splits import split_validation, validation_indices
 from ar_jax.training import trainer
 from ar_jax.training.checkpoints import Checkpointer
 from ar_jax.training.metrics import read_metrics
-from tests.conftest import smoke_config
+from tests.helpers import smoke_config
 
 # Offsets added to the true validation bits/dim at the 1st, 2nd, ... evaluation, so that the best is the 3rd (step
 # 6 with eval_every=2), neither the first nor the latest.
@@ -56,8 +56,8 @@ def shifted_validation(monkeypatch):
     """Make the validation bits/dim of the i-th evaluation its true value plus OFFSETS[i] (the test split's as is)."""
     calls = []
 
-    def fake(params, cfg, tokens, labels, dims):
-        out = REAL_BITS_PER_DIM(params, cfg, tokens, labels, dims)
+    def fake(params, cfg, tokens, labels, dims, **kw):
+        out = REAL_BITS_PER_DIM(params, cfg, tokens, labels, dims, **kw)
         if len(tokens) == 150:  # the digits' validation split (10% of 1,500); the test split has 297
             out = out + OFFSETS[len(calls)]
             calls.append(1)
@@ -133,10 +133,10 @@ def test_run_stopped_during_an_evaluation_evaluates_it_on_resume(tmp_path, monke
     calls = shifted_validation(monkeypatch)
     shifted = trainer.bits_per_dim
 
-    def interrupted_at_6(params, cfg, tokens, labels, dims):
+    def interrupted_at_6(params, cfg, tokens, labels, dims, **kw):
         if len(tokens) == 150 and len(calls) == 2:  # the validation evaluation of step 6
             raise KeyboardInterrupt("simulated Ctrl-C during the evaluation")
-        return shifted(params, cfg, tokens, labels, dims)
+        return shifted(params, cfg, tokens, labels, dims, **kw)
 
     monkeypatch.setattr(trainer, "bits_per_dim", interrupted_at_6)
     with pytest.raises(KeyboardInterrupt):
