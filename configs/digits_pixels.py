@@ -58,9 +58,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     c.skip_nonfinite_steps = False  # True: a NaN/Inf step is skipped (logged); False: training stops
     c.log_every = 100  # steps between train-metric lines in metrics.jsonl
-    c.eval_every = 250  # steps between test bits/dim evaluations
+    c.validation_fraction = 0.1  # share of the training images held out (fixed by seed) to pick the best checkpoint
+    c.eval_every = 250  # steps between test and validation bits/dim evaluations (each also saves a checkpoint)
     c.checkpoint_every = 250  # steps between checkpoints (also saved at the end)
-    c.keep_checkpoints = 2  # newest checkpoints kept
+    c.keep_checkpoints = 2  # newest checkpoints kept, beside the best by validation bits/dim
 
     c.sampling = ml_collections.ConfigDict()
     c.sampling.temperature = 1.0
