@@ -110,15 +110,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         tokenizer = builders.make_tokenizer(config, workdir)
     text_tokenizer = builders.fit_text_tokenizer(config, workdir, data.train_captions, save=lead)
     cfg = builders.make_model_config(config, tokenizer, text_tokenizer=text_tokenizer)
-    train_cond, test_cond = (
-        conditions.make(cfg, labels=None if text_run else labels, prompts=captions if text_run else None,
-                        text_tokenizer=text_tokenizer)
-        for labels, captions in ((data.train_labels, data.train_captions), (data.test_labels, data.test_captions)))
+    train_cond = conditions.of_examples(cfg, data.train_labels, data.train_captions, text_tokenizer)
+    test_cond = conditions.of_examples(cfg, data.test_labels, data.test_captions, text_tokenizer)
     val_cond = None
     if config.validation_fraction:
-        val_cond = conditions.make(cfg, labels=None if text_run else validation["labels"],
-                                   prompts=validation.get("captions") if text_run else None,
-                                   text_tokenizer=text_tokenizer)
+        val_cond = conditions.of_examples(cfg, validation["labels"], validation.get("captions"), text_tokenizer)
     train_tokens, test_tokens = tokenizer.encode(data.train_images), tokenizer.encode(data.test_images)
     val_tokens = tokenizer.encode(validation["images"]) if config.validation_fraction else None
     # MaskGIT has no exact likelihood: its eval NLL is per masked token, named so (never bits/dim).
