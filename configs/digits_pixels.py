@@ -2,8 +2,9 @@
 
     python train.py --config configs/digits_pixels.py --workdir runs/digits
 
-Trains in about 5.5 minutes on 2 CPU cores (test bits/dim about 1.73) and writes runs/digits/samples.png
-(one row per class).
+Trains in about 5.5 minutes on 2 CPU cores (test bits/dim about 1.68-1.72) and writes runs/digits/samples.png
+(one row per class). 10% of the training digits are held out for validation; `ar_jax.load` reads the checkpoint
+with the lowest validation bits/dim (step 1,250 of 1,500 in a run on a Zen 4 EPYC: test 1.683, 1.698 at 1,500).
 `configs/digits_pixels.py:smoke` shrinks everything for tests.
 """
 
