@@ -66,6 +66,9 @@ def sample_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per_class", type=int, default=None, help="samples per class (default: config's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=256, help="images per compiled sampling call")
+    parser.add_argument("--weights", default="default",
+                        help="best (lowest validation bits/dim), latest, raw (latest, non-EMA), ema, or default "
+                             "(best where the run has a validation metric, else latest); as ar_jax.load")
     g = parser.add_argument_group("LlamaGen checkpoints (instead of --workdir)")
     g.add_argument("--llamagen_gpt", default=None, help="a LlamaGen GPT checkpoint (.pt or .safetensors); a t2i one "
                    "with --llamagen_args '{\"model_type\": \"t2i\", ...}' and --caption_embeddings")
@@ -91,10 +94,11 @@ def sample_main(argv: list[str] | None = None) -> None:
         return _sample_llamagen(args)
     if not args.workdir:
         parser.error("pass --workdir (a trained run) or --llamagen_gpt (a LlamaGen checkpoint)")
-    pipe = load(args.workdir)
+    pipe = load(args.workdir, weights=args.weights)
     if not isinstance(pipe, ARPipeline):
         raise ValueError(f"{args.workdir!r} is a tokenizer run (config.kind={pipe.config.kind!r}); sample from an AR "
                          "run trained on its codes instead (e.g. configs/shapes_ar.py).")
+    print(f"weights: {pipe.weights}")
     if overrides:
         pipe = ARPipeline(apply_overrides(pipe.config, overrides), pipe.params, tokenizer=pipe.tokenizer,
                           text_tokenizer=pipe.text_tokenizer)

@@ -173,24 +173,31 @@ class ARPipeline:
         return captioning.caption_logprob(self.params, self.model_config, tokens, text)
 
 
-def restore_params(workdir: str | Path, model_config: Any, item: str = "params") -> Any:
-    """The parameters (or their EMA) of the latest readable checkpoint of `workdir`, checked against `model_config`."""
+def restore_params(workdir: str | Path, model_config: Any, item: str = "params", step: int | None = None) -> Any:
+    """The parameters (or their EMA: `item="ema_params"`) of the checkpoint at `step` of `workdir` (None: the latest
+    readable one), checked against `model_config`."""
     from ar_jax.training.checkpoints import Checkpointer
 
     ckpt = Checkpointer(workdir)
     if ckpt.latest_step() is None:
         raise ValueError(f"{workdir!r} has a config but no checkpoint yet; train it first.")
     target = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), param_shapes(model_config))
-    params = ckpt.restore_params(target, item=item)
+    params = ckpt.restore_params(target, step=step, item=item)
     ckpt.close()
     return params
 
 
 def load(workdir: str | Path, weights: str = "default") -> Any:
-    """Config + latest checkpoint of the run in `workdir`: an `ARPipeline`, or a `VQPipeline` for a tokenizer run.
+    """Config + a checkpoint of the run in `workdir`: an `ARPipeline`, or a `VQPipeline` for a tokenizer run.
 
-    `weights`: "default" (the EMA weights when the run kept them, else the raw ones), "ema" or "raw".
+    `weights`: "best" (the checkpoint with the lowest validation bits/dim, kept by training when
+    `config.validation_fraction > 0`), "latest" (the newest checkpoint, what a resumed run continues from), both
+    with the EMA weights when the run kept them; "raw" (the latest's non-EMA weights); "ema" (the latest's EMA
+    weights, refused without); "default": "best" where the run has a validation metric, else "latest".
+    `pipe.weights` says which were read, e.g. "best: step 750 of 1500 (val_bits_per_dim_ema 1.7012), EMA weights".
     """
+    from ar_jax.training.checkpoints import BEST_METRIC, Checkpointer
+
     config = read_config(workdir)
     if config.kind == "vq":  # a tokenizer run: pipe.encode(images) -> codes, pipe.decode(codes) -> images
         from ar_jax.tokenizers.vq_tokens import load_vq
@@ -198,14 +205,32 @@ def load(workdir: str | Path, weights: str = "default") -> Any:
         return load_vq(workdir)
     if config.kind != "ar":
         raise ValueError(f"{workdir!r} holds a run of kind {config.kind!r}; ar_jax.load knows 'ar' and 'vq'.")
+    choices = ("default", "best", "latest", "raw", "ema")
+    if weights not in choices:
+        raise ValueError(f"weights={weights!r} must be one of {', '.join(map(repr, choices))}: 'best' (lowest "
+                         "validation bits/dim), 'latest' (what resume uses), 'raw' (the latest's non-EMA weights).")
     has_ema = config.get("ema_decay", 0.0) > 0
-    if weights not in ("default", "ema", "raw"):
-        raise ValueError(f"weights={weights!r} must be 'default', 'ema' or 'raw'.")
     if weights == "ema" and not has_ema:
-        raise ValueError(f"{workdir!r} was trained without EMA (config.ema_decay=0); use weights='raw'.")
+        raise ValueError(f"{workdir!r} was trained without EMA (config.ema_decay=0); use weights='latest' or 'raw'.")
+    ckpt = Checkpointer(workdir)
+    latest, best = ckpt.latest_step(), ckpt.best_step()
+    ranked = ckpt.metrics(best) if best is not None else None
+    ckpt.close()
+    if latest is not None and weights == "best" and best is None:
+        raise ValueError(f"{workdir!r} has no checkpoint with a validation metric (trained with "
+                         "config.validation_fraction=0, or before validation splits); use weights='latest'.")
+    use_best = best is not None and weights in ("best", "default")
     item = "ema_params" if has_ema and weights != "raw" else "params"
+    kind = "EMA" if item == "ema_params" else "raw"
+    if use_best:
+        name = next((k for k in ranked if k.startswith("val_")), BEST_METRIC)
+        about = f"best: step {best} of {latest} ({name} {ranked[BEST_METRIC]:.4f}), {kind} weights"
+    else:
+        about = f"latest: step {latest}, {kind} weights"
     tokenizer = builders.make_tokenizer(config, workdir)
     text_tokenizer = builders.make_text_tokenizer(config, workdir)
     model_config = builders.make_model_config(config, tokenizer, text_tokenizer=text_tokenizer)
-    return ARPipeline(config, restore_params(workdir, model_config, item=item), tokenizer=tokenizer,
-                      text_tokenizer=text_tokenizer)
+    pipe = ARPipeline(config, restore_params(workdir, model_config, item=item, step=best if use_best else None),
+                      tokenizer=tokenizer, text_tokenizer=text_tokenizer)
+    pipe.weights = about  # which checkpoint and weights were read (scripts print it)
+    return pipe

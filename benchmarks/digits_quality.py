@@ -55,8 +55,8 @@ def main() -> None:
     uniform = math.log2(levels)
     indep = independent_pixel_bpd(train_t, test_t, levels)
     s = pipe.config.sampling
-    print(f"digits run {args.workdir}: {len(labels)} samples (temperature {s.temperature}, top_k {s.top_k}, "
-          f"top_p {s.top_p}, cfg {s.cfg_scale}) in {sample_s:.1f} s")
+    print(f"digits run {args.workdir} ({pipe.weights}): {len(labels)} samples (temperature {s.temperature}, "
+          f"top_k {s.top_k}, top_p {s.top_p}, cfg {s.cfg_scale}) in {sample_s:.1f} s")
     print(f"{'measure':40s} {'value':>8s}")
     print(f"{'test bits/dim (model)':40s} {bpd:8.3f}")
     print(f"{'test bits/dim (independent pixels)':40s} {indep:8.3f}")

@@ -84,6 +84,8 @@ def class_consistency(fn, judge, decode, num_classes: int, per_class: int, batch
 
 def bench_dataset(name: str, workdirs: dict, batches: list[int], repeats: int, k: int, per_class: int) -> dict:
     target, draft, mg = (ar_jax.load(workdirs[key]) for key in ("ar", "draft", "maskgit"))
+    for key, pipe in zip(("ar", "draft", "maskgit"), (target, draft, mg)):
+        print(f"{name} {key} {workdirs[key]}: {pipe.weights}")
     data = get_dataset(target.config.data)
     if name == "digits":
         clf = digit_classifier(target.tokenizer, data)

@@ -16,9 +16,11 @@ is listed as not trained (null in the JSON). The runs come from:
 
 (any `--config.x=y` overrides used are read back from each run's config.json and printed in its row: steps,
 batch). All runs of a dataset must share the data section and the pixel tokenizer (refused otherwise), so the
-test tokens are identical. Bits/dim: exact test NLL / (H*W*C) / ln 2 with each run's default weights (EMA when
-kept), conditional on the true label. Baselines: uniform over the levels, and independent per-subpixel
-categoricals fitted on the training tokens (add-one smoothing). Prints a table, then one JSON line
+test tokens are identical. Bits/dim: exact test NLL / (H*W*C) / ln 2 with each run's default weights (those of
+`ar_jax.load(workdir)`: the checkpoint with the lowest validation bits/dim where the run kept one, else the latest;
+EMA when kept; the "weights" column says which), conditional on the true label. Baselines: uniform over the
+levels, and independent per-subpixel categoricals fitted on the training tokens (all of them, the runs' validation
+split included; add-one smoothing). Prints a table, then one JSON line
 `{"digits": {model: bpd, ...}, "shapes": {...}}`.
 """
 
@@ -76,7 +78,7 @@ def main() -> None:
         present = {m: w for m, w in runs.items() if trained(w)}
         results[dataset] = {m: None for m in MODELS}
         if not present:
-            rows.append((dataset, "(no trained run)", "", "", "", ""))
+            rows.append((dataset, "(no trained run)", "", "", "", "", ""))
             continue
         configs = {m: read_config(w) for m, w in present.items()}
         keys = {m: same_tokens_key(c) for m, c in configs.items()}
@@ -89,7 +91,7 @@ def main() -> None:
         data = get_dataset(config.data)
         for m in MODELS:
             if m not in present:
-                rows.append((dataset, m, runs[m], "not trained", "", ""))
+                rows.append((dataset, m, runs[m], "not trained", "", "", ""))
                 continue
             pipe = ar_jax.load(present[m])
             tokens = pipe.tokenizer.encode(data.test_images)
@@ -99,18 +101,18 @@ def main() -> None:
             n_params = sum(int(x.size) for x in jax.tree.leaves(pipe.params))
             step = max(int(p.name) for p in (Path(present[m]) / "checkpoints").iterdir() if p.name.isdigit())
             c = configs[m]
-            rows.append((dataset, m, present[m], f"{bpd:.4f}", f"{step} x {c.batch_size}",
+            rows.append((dataset, m, present[m], f"{bpd:.4f}", f"{step} x {c.batch_size}", pipe.weights,
                          f"{n_params / 1e6:.2f} M, eval {time.perf_counter() - t0:.0f} s"))
             results[dataset][m] = round(bpd, 4)
-            print(f"{dataset} {m}: {bpd:.4f}", file=sys.stderr)
+            print(f"{dataset} {m}: {bpd:.4f} ({pipe.weights})", file=sys.stderr)
         levels = int(config.tokenizer.levels)
         tok = builders.make_tokenizer(config)
         indep = independent_pixel_bpd(tok.encode(data.train_images), tok.encode(data.test_images), levels)
-        rows.append((dataset, "baseline: independent per-subpixel", "", f"{indep:.4f}", "",
+        rows.append((dataset, "baseline: independent per-subpixel", "", f"{indep:.4f}", "", "",
                      f"{len(data.test_images)} test images"))
-        rows.append((dataset, f"baseline: uniform over {levels} levels", "", f"{math.log2(levels):.4f}", "", ""))
+        rows.append((dataset, f"baseline: uniform over {levels} levels", "", f"{math.log2(levels):.4f}", "", "", ""))
 
-    header = ("data", "model", "workdir", "test bits/dim", "steps x batch", "parameters")
+    header = ("data", "model", "workdir", "test bits/dim", "steps x batch", "weights", "parameters")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, tuple("-" * w for w in widths), *rows]:
         print(" | ".join(str(v).ljust(w) for v, w in zip(r, widths)))

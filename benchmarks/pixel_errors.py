@@ -55,7 +55,7 @@ def main() -> None:
         nll, grid = nll.reshape(shape), tokens.reshape(shape)
         n = len(tokens)
         results[workdir] = {}
-        print(f"{workdir}: {nll.sum() / n / np.log(2):.1f} bits an image")
+        print(f"{workdir} ({pipe.weights}): {nll.sum() / n / np.log(2):.1f} bits an image")
         for kind, mask in pixel_kinds(grid).items():
             bits = nll[mask].sum(0) / n / np.log(2)
             results[workdir][kind] = [round(float(b), 2) for b in bits]

@@ -99,7 +99,9 @@ def main() -> None:
     weights = ["ema", "raw"] if pipe.config.get("ema_decay", 0.0) > 0 else ["raw"]
     runs = {}
     for w in weights:  # the same seed and labels for both, so only the weights differ
-        params = ar_jax.load(args.workdir, weights=w).params
+        chosen = ar_jax.load(args.workdir, weights=w)
+        print(f"{w} weights: {chosen.weights}")
+        params = chosen.params
         runs[w] = sample_quality(pipe, data, pipe.config.data.name, args.num_samples, args.seed, extractor,
                                  params=params, cache_dir=args.cache_dir)
     r = runs[weights[0]]

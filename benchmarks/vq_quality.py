@@ -58,6 +58,7 @@ def main() -> None:
           f"({vq.codebook_size} codes, grid {vq.grid})")
     if args.ar_workdir:
         pipe = ar_jax.load(args.ar_workdir)
+        print(f"prior {args.ar_workdir}: {pipe.weights}")
         labels = np.repeat(np.arange(data.num_classes), args.per_class)
         t0 = time.perf_counter()
         overrides = {k: v for k in ("cfg_scale", "top_k", "temperature") if (v := getattr(args, k)) is not None}

@@ -2,8 +2,9 @@
 
     python train.py --config configs/digits_pixels.py --workdir runs/digits
 
-Trains in about 5.5 minutes on 2 CPU cores (test bits/dim about 1.73) and writes runs/digits/samples.png
-(one row per class).
+Trains in about 5.5 minutes on 2 CPU cores (test bits/dim about 1.68-1.72) and writes runs/digits/samples.png
+(one row per class). 10% of the training digits are held out for validation; `ar_jax.load` reads the checkpoint
+with the lowest validation bits/dim (step 1,250 of 1,500 in a run on a Zen 4 EPYC: test 1.683, 1.698 at 1,500).
 `configs/digits_pixels.py:smoke` shrinks everything for tests.
 """
 
@@ -58,9 +59,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     c.skip_nonfinite_steps = False  # True: a NaN/Inf step is skipped (logged); False: training stops
     c.log_every = 100  # steps between train-metric lines in metrics.jsonl
-    c.eval_every = 250  # steps between test bits/dim evaluations
+    c.validation_fraction = 0.1  # share of the training images held out (fixed by seed) to pick the best checkpoint
+    c.eval_every = 250  # steps between test and validation bits/dim evaluations (each also saves a checkpoint)
     c.checkpoint_every = 250  # steps between checkpoints (also saved at the end)
-    c.keep_checkpoints = 2  # newest checkpoints kept
+    c.keep_checkpoints = 2  # newest checkpoints kept, beside the best by validation bits/dim
 
     c.sampling = ml_collections.ConfigDict()
     c.sampling.temperature = 1.0

@@ -86,7 +86,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.log_every = 100  # --log-every
     c.eval_every = 5000  # steps between test bits/dim evaluations (validation[:10000])
     c.checkpoint_every = 5000  # --ckpt-every
-    c.keep_checkpoints = 2  # newest checkpoints kept
+    c.keep_checkpoints = 2  # newest checkpoints kept (no best: nothing is held out)
+    c.validation_fraction = 0.0  # LlamaGen holds none of the train split out; 0.01 would be 12,812 images
     c.samples_per_class = 1  # the final grid has one row per class (1000 rows)
     c.sample_every = 0  # only at the end
 

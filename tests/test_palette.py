@@ -8,6 +8,7 @@ import pytest
 import ar_jax
 from ar_jax.config import load_config_file
 from ar_jax.data.sources import get_dataset
+from ar_jax.data.splits import split_validation
 from ar_jax.models.pixelcnn import PixelCNNConfig
 from ar_jax.tokenizers.palette import PALETTE_FILE, PaletteTokenizer, fit_palette
 from ar_jax.training import trainer
@@ -99,7 +100,8 @@ def test_palette_run_fits_once_resumes_with_its_palette_and_loads(tmp_path):
         return c
 
     trainer.train_and_evaluate(config(2), tmp_path)
-    data = get_dataset(config(2).data)
+    c = config(2)
+    data, _ = split_validation(get_dataset(c.data), c.validation_fraction, c.seed)  # what the run trains on
     palette = np.load(tmp_path / PALETTE_FILE)
     np.testing.assert_array_equal(palette, fit_palette(data.train_images, 6, seed=0, iters=20)[0])  # seeded fit
     np.save(tmp_path / PALETTE_FILE, palette[::-1].copy())  # a resumed run must read the file, not refit

@@ -53,7 +53,8 @@ def test_ema_survives_resume_and_is_the_default_for_sampling(tmp_path, monkeypat
     monkeypatch.setattr(trainer, "batch_indices", real)
     resumed = trainer.train_and_evaluate(config, tmp_path / "b")
     jax.tree.map(np.testing.assert_array_equal, resumed.ema_params, straight.ema_params)
-    ema, raw = ar_jax.load(tmp_path / "b"), ar_jax.load(tmp_path / "b", weights="raw")
+    ema, raw = ar_jax.load(tmp_path / "b", weights="latest"), ar_jax.load(tmp_path / "b", weights="raw")
+    assert ema.weights == "latest: step 6, EMA weights"
     jax.tree.map(np.testing.assert_array_equal, ema.params, straight.ema_params)
     jax.tree.map(np.testing.assert_array_equal, raw.params, straight.params)
     with pytest.raises(ValueError, match="weights='wrong'"):

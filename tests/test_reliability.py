@@ -88,6 +88,10 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path, straight):
     jax.tree.map(np.testing.assert_array_equal, state.params, straight[1].params)
     jax.tree.map(np.testing.assert_array_equal, state.opt_state, straight[1].opt_state)
     assert losses(tmp_path) == losses(straight[0])
+    resumed, ref = Checkpointer(tmp_path), Checkpointer(straight[0])  # the best by validation is known after kills
+    assert resumed.best_step() == ref.best_step() is not None
+    assert resumed.metrics(resumed.best_step()) == ref.metrics(ref.best_step())
+    assert set(resumed.manager.all_steps()) == set(ref.manager.all_steps())
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, straight, caplog, monkeypatch):

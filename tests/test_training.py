@@ -39,7 +39,8 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         trainer.train_and_evaluate(config, tmp_path / "resumed")
     monkeypatch.setattr(trainer, "batch_indices", real)
-    assert sorted(p.name for p in (tmp_path / "resumed/checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]
+    # the newest two (keep_checkpoints=2) and the best by validation, here step 4 (the only one evaluated)
+    assert sorted(p.name for p in (tmp_path / "resumed/checkpoints").iterdir() if p.name.isdigit()) == ["4", "6"]
     resumed = trainer.train_and_evaluate(config, tmp_path / "resumed")
 
     assert int(resumed.step) == int(straight.step) == 8

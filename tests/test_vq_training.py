@@ -111,9 +111,9 @@ def test_two_stage_smoke_run_samples_rgb_images(vq_run, tmp_path):
     from ar_jax.training import train_and_evaluate
 
     workdir, _ = vq_run
-    c = config("configs/shapes_ar.py:smoke", **{"tokenizer.workdir": str(workdir), "data.num_train": 256})
+    c = config("configs/shapes_ar.py:smoke", **{"tokenizer.workdir": str(workdir), "data.num_train": 300})
     train_and_evaluate(c, tmp_path / "ar")
-    assert list((workdir / "token_cache").glob("*.npy"))  # the train split was tokenized once, on disk
+    assert list((workdir / "token_cache").glob("*.npy"))  # the train split (270 after validation) tokenized once
     pipe = ar_jax.load(tmp_path / "ar")
     samples = pipe.sample(np.array([0, 4]), seed=1)
     assert samples.shape == (2, 32, 32, 3) and samples.dtype == np.uint8

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ar_jax.decode import processors as proc
-from ar_jax.decode.sampling import SamplingParams, check_labels
+from ar_jax.decode.sampling import SamplingParams
+from ar_jax.models import conditions
 from ar_jax.models.pixelcnn import PixelCNNConfig
 from ar_jax.models.pixelcnn_pp import PixelCNNPPConfig, conditional_logits
 
@@ -57,7 +58,7 @@ def generate(params: Any, cfg: PixelCNNConfig | PixelCNNPPConfig, labels: Any, r
     """
     sp = SamplingParams(temperature, top_k, top_p, greedy, cfg_scale, min_p, typical_p, repetition_penalty)
     sp.validate(cfg.vocab_size)
-    labels = check_labels(labels, cfg)
+    labels = conditions.check(cfg, labels)
     B, T = labels.shape[0], cfg.seq_len
     prefix = np.zeros((B, 0), np.int32) if prefix is None else np.asarray(prefix)
     if prefix.ndim != 2 or prefix.shape[0] != B or prefix.shape[1] >= T:

@@ -50,19 +50,6 @@ class SamplingParams:
         proc.as_schedule(self.cfg_scale)
 
 
-def sample_token(logits: Array, rng: Array, temperature: Array | float, top_p: Array | float, *,
-                 top_k: int, use_top_p: bool, greedy: bool) -> Array:
-    """logits `[B, V]` float32 -> tokens `[B]` int32."""
-    if greedy:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    logits = logits / temperature
-    if top_k:
-        logits = top_k_filter(logits, top_k)
-    if use_top_p:
-        logits = top_p_filter(logits, top_p)
-    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
-
-
 @functools.partial(jax.jit, static_argnames=("cfg", "top_k", "use_top_p", "greedy", "use_cfg",
                                              "keep_logits"))
 def _generate(prepared: Prepared, cond: Any, prefix: Array, rng: Array, temperature: Array, top_p: Array,
@@ -113,11 +100,6 @@ def _generate(prepared: Prepared, cond: Any, prefix: Array, rng: Array, temperat
     if keep_logits:
         used = jnp.concatenate([used, last_used[None]]).transpose(1, 0, 2)
     return jnp.concatenate([prefix[:B], toks], axis=1), used
-
-
-def check_labels(labels: Any, cfg: Any) -> np.ndarray:
-    """Labels as int32 `[B]`, or ValueError naming the bad label and the valid range (any class-conditional family)."""
-    return conditions.check_labels(labels, cfg.num_classes)
 
 
 def generate(params: Any, cfg: TransformerConfig, cond: Any, rng: Array, *, prefix: Any = None,

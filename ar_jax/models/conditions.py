@@ -166,6 +166,13 @@ def check_labels(labels: Any, num_classes: int) -> np.ndarray:
     return labels.astype(np.int32)
 
 
+def of_examples(cfg: Any, labels: Any, captions: Any, text_tokenizer: Any = None) -> Any:
+    """The condition of a dataset's examples: their labels for a class model, their captions for a text model."""
+    if cfg.condition == "text":
+        return make(cfg, prompts=list(captions) if captions is not None else None, text_tokenizer=text_tokenizer)
+    return make(cfg, labels=labels)
+
+
 def make(cfg: Any, labels: Any = None, prompts: Any = None, text_tokenizer: Any = None) -> Any:
     """The condition of a batch from what a user passes: class `labels` for a class model, `prompts` (strings,
     tokenized by `text_tokenizer`) for a text model. ValueError naming the mismatch and the fix otherwise."""

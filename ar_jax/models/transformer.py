@@ -1,4 +1,4 @@
-"""The one decoder: class-conditional, LlamaGen-shaped, causal (AR) or bidirectional (MaskGIT).
+"""The one decoder: conditioned on a prefix (class, text, caption), LlamaGen-shaped, causal (AR) or bidirectional.
 
 Sequence layout (LlamaGen's): `[prefix_0 .. prefix_{C-1}, tok_0, tok_1, ...]`, the prefix being the condition's rows
 (class tokens, a text prompt, or caption features: `ar_jax.models.conditions`); the output at sequence position

@@ -1,4 +1,5 @@
-"""Checkpoints through orbax's CheckpointManager: atomic saves, keep the newest K, restore by shape."""
+"""Checkpoints through orbax's CheckpointManager: atomic saves, the newest K and the best by validation, restore by
+shape."""
 
 from __future__ import annotations
 
@@ -9,27 +10,65 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 CHECKPOINT_DIR = "checkpoints"
+BEST_METRIC = "validation"  # key of a checkpoint's metrics that ranks it (lower is better)
+
+
+def _validation(metrics: dict) -> float:
+    return float(metrics[BEST_METRIC])
+
+
+class _NoMetricsWarning(logging.Filter):
+    """Orbax warns at every save without metrics when best_fn is set; here most saves have none by design."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoMetricsWarning())
 
 
 class Checkpointer:
-    """Saves and restores a train-state pytree under `workdir/checkpoints/<step>`."""
+    """Saves and restores a train-state pytree under `workdir/checkpoints/<step>`.
+
+    Orbax's preservation policies keep the newest `keep` checkpoints (resume reads the latest) and, beside them, the
+    one with the lowest `metrics["validation"]` (its `best_fn`, `best_mode="min"`); saves without metrics are never
+    the best. `best_step()` and `metrics(step)` read what is on disk, so a resumed run still knows the best.
+    """
 
     def __init__(self, workdir: str | Path, keep: int = 2):
         self.directory = Path(workdir).absolute() / CHECKPOINT_DIR
+        policy = preservation_policy.AnyPreservationPolicy([
+            preservation_policy.LatestN(n=keep),
+            preservation_policy.BestN(get_metric_fn=_validation, reverse=True, n=1,
+                                      keep_checkpoints_without_metrics=False)])
         self.manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            self.directory, options=ocp.CheckpointManagerOptions(
+                create=True, best_fn=_validation, best_mode="min", preservation_policy=policy),
             item_handlers=ocp.PyTreeCheckpointHandler())
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: Any) -> None:
-        """Start an (async) save at `step`; a step already saved is skipped."""
+    def best_step(self) -> int | None:
+        """The step whose checkpoint has the lowest validation metric, or None when no checkpoint has one."""
+        return self.manager.best_step()
+
+    def metrics(self, step: int) -> dict | None:
+        """The metrics saved with the checkpoint at `step` (`{"validation": ..., ...}`), or None."""
+        return self.manager.metrics(step)
+
+    def save(self, step: int, state: Any, metrics: dict[str, float] | None = None) -> None:
+        """Start an (async) save at `step`, with `metrics` (`{"validation": ...}` ranks it); a step already saved is
+        skipped, unless it lacks the metrics now given, in which case it is saved again with them."""
         if step in self.manager.all_steps():
-            return
-        self.manager.save(step, args=ocp.args.PyTreeSave(state))
+            if metrics is None or self.metrics(step) is not None:
+                return
+            self.manager.wait_until_finished()
+            self.manager.delete(step)  # orbax cannot add metrics to a saved step; the state is the same
+        self.manager.save(step, args=ocp.args.PyTreeSave(state), metrics=metrics)
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

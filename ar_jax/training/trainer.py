@@ -20,12 +20,13 @@ from ar_jax import backends, builders, sharding
 from ar_jax.config import diff_keys, read_config, save_config
 from ar_jax.data.pipeline import batch_indices
 from ar_jax.data.sources import get_dataset
+from ar_jax.data.splits import split_validation
 from ar_jax.decode import captioning
 from ar_jax.evaluation.likelihood import bits_per_dim
 from ar_jax.images import grid_for_display, save_png
 from ar_jax.models import conditions
 from ar_jax.pipeline import ARPipeline, exact_likelihood
-from ar_jax.training.checkpoints import Checkpointer
+from ar_jax.training.checkpoints import BEST_METRIC, Checkpointer
 from ar_jax.training.metrics import METRICS_FILE, TENSORBOARD_DIR, MetricWriter
 from ar_jax.training.state import TrainState, init_state, learning_rate, make_optimizer, state_shardings
 from ar_jax.training.steps import train_step
@@ -64,22 +65,35 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         if min(t.image_loss_weight, t.text_loss_weight) < 0 or t.image_loss_weight + t.text_loss_weight <= 0:
             raise ValueError(f"config.text.image_loss_weight={t.image_loss_weight} and text_loss_weight="
                              f"{t.text_loss_weight} must be >= 0, not both 0 (DALL-E used 7/8 and 1/8).")
+    if not 0 <= config.validation_fraction < 1:
+        raise ValueError(f"config.validation_fraction={config.validation_fraction} must be in [0, 1) (0: no "
+                         "validation split, no best checkpoint).")
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: Path) -> None:
-    """Save the config, or refuse a workdir whose saved config builds a different model."""
+    """Save the config, or refuse a workdir whose saved config builds a different model or training split."""
     workdir.mkdir(parents=True, exist_ok=True)
     if (workdir / "config.json").exists():
-        changed = diff_keys(read_config(workdir), config, builders.MODEL_SECTIONS)
+        saved = read_config(workdir)
+        changed = diff_keys(saved, config, builders.MODEL_SECTIONS)
+        before = saved.get("validation_fraction", 0.0)  # runs saved before validation splits held none out
+        if before != config.validation_fraction:
+            changed.append(f"validation_fraction: {before!r} -> {config.validation_fraction!r} (resume it with "
+                           f"--config.validation_fraction={before!r})")
         if changed:
-            raise ValueError(f"{workdir} holds a run whose config differs in what fixes its shapes: "
-                             f"{'; '.join(changed)}. Use a new --workdir for a new run, or drop those overrides "
-                             "to resume this one.")
+            raise ValueError(f"{workdir} holds a run whose config differs in what fixes its shapes or training "
+                             f"examples: {'; '.join(changed)}. Use a new --workdir for a new run, or drop those "
+                             "overrides to resume this one.")
     save_config(config, workdir)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
-    """Train to `config.num_train_steps` (resuming from the latest checkpoint), then write samples.png."""
+    """Train to `config.num_train_steps` (resuming from the latest checkpoint), then write samples.png.
+
+    `config.validation_fraction` of the training images are held out (fixed by `config.seed`); at every evaluation
+    their bits/dim (EMA weights when kept) is logged as `val_*` beside the test split's and saved with a checkpoint
+    of that step, and the checkpoint with the lowest is kept beside the newest `config.keep_checkpoints`.
+    """
     if config.kind == "vq":
         from ar_jax.training.vq_trainer import train_vq
         return train_vq(config, workdir)
@@ -100,6 +114,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         raise ValueError(f"config.data says images {tuple(config.data.image_shape)} with {config.data.num_classes} "
                          f"classes, but {config.data.name!r} has {data.image_shape} with {data.num_classes}; fix "
                          "config.data.")
+    data, validation = split_validation(data, config.validation_fraction, config.seed)
     lead = jax.process_index() == 0
     if lead:
         prepare_workdir(config, workdir)
@@ -110,15 +125,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         tokenizer = builders.make_tokenizer(config, workdir)
     text_tokenizer = builders.fit_text_tokenizer(config, workdir, data.train_captions, save=lead)
     cfg = builders.make_model_config(config, tokenizer, text_tokenizer=text_tokenizer)
-    train_cond, test_cond = (
-        conditions.make(cfg, labels=None if text_run else labels, prompts=captions if text_run else None,
-                        text_tokenizer=text_tokenizer)
-        for labels, captions in ((data.train_labels, data.train_captions), (data.test_labels, data.test_captions)))
+    train_cond = conditions.of_examples(cfg, data.train_labels, data.train_captions, text_tokenizer)
+    test_cond = conditions.of_examples(cfg, data.test_labels, data.test_captions, text_tokenizer)
+    val_cond = None
+    if config.validation_fraction:
+        val_cond = conditions.of_examples(cfg, validation["labels"], validation.get("captions"), text_tokenizer)
     train_tokens, test_tokens = tokenizer.encode(data.train_images), tokenizer.encode(data.test_images)
     both_ways = builders.text_head_of(config)  # captions also follow the images: `[N, text_len + 2]` ids
     train_text, test_text = (
         text_tokenizer.pad_caption(text_tokenizer.check_length(list(captions), cfg.text_len), cfg.text_len)
         if both_ways else None for captions in (data.train_captions, data.test_captions))
+    val_tokens = tokenizer.encode(validation["images"]) if config.validation_fraction else None
     # MaskGIT has no exact likelihood: its eval NLL is per masked token, named so (never bits/dim).
     exact = exact_likelihood(cfg)
     dims = int(np.prod(tokenizer.image_shape)) if exact else cfg.seq_len
@@ -151,23 +168,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                       donate_argnums=0)
     rows = sharding.process_rows(config.batch_size)
 
-    def evaluate(step: int) -> float:
-        bpd = float(bits_per_dim(state.params, cfg, test_tokens, test_cond, dims, backend=backend).mean())
-        extra = {}
+    val_key = f"val_{metric}" + ("_ema" if use_ema else "")  # the weights load() reads by default
+
+    def evaluate(step: int) -> dict[str, float]:
+        """Test bits/dim of the raw (and EMA) weights, and validation bits/dim of the default ones; logged."""
+        out = {f"test_{metric}": float(bits_per_dim(state.params, cfg, test_tokens, test_cond, dims,
+                                                     backend=backend).mean())}
         if use_ema:
-            extra[f"test_{metric}_ema"] = float(
+            out[f"test_{metric}_ema"] = float(
                 bits_per_dim(state.ema_params, cfg, test_tokens, test_cond, dims, backend=backend).mean())
         if both_ways:  # -log p(caption, eos | image), nats per test image
-            extra["test_caption_nll"] = float(-captioning.caption_logprob(
+            out["test_caption_nll"] = float(-captioning.caption_logprob(
                 state.ema_params if use_ema else state.params, cfg, test_tokens, test_text, backend=backend).mean())
-        writer.write(step, **{f"test_{metric}": bpd}, **extra)
-        return extra.get(f"test_{metric}_ema", bpd)
+        if val_tokens is not None:
+            out[val_key] = float(bits_per_dim(state.ema_params if use_ema else state.params, cfg, val_tokens,
+                                              val_cond, dims, backend=backend).mean())
+        writer.write(step, **out)
+        return out
+
+    def ranking(evaluated: dict[str, float] | None) -> dict[str, float] | None:
+        """What a checkpoint is saved with: its validation metric, by which the best one is kept."""
+        if evaluated is None or val_key not in evaluated:
+            return None
+        return {BEST_METRIC: evaluated[val_key], val_key: evaluated[val_key]}
+
+    def is_eval_step(step: int) -> bool:
+        return step % config.eval_every == 0 or step == config.num_train_steps
+
+    if val_tokens is not None and start and is_eval_step(start) and ckpt.metrics(start) is None:
+        # stopped during the evaluation of `start` (its checkpoint saved without it): evaluate it now, so that the
+        # best checkpoint is chosen among every evaluation, as in an uninterrupted run
+        ckpt.save(start, state, ranking(evaluate(start)))
 
     n = len(train_tokens)
     bar = tqdm(total=config.num_train_steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
                disable=not lead)
     t0, s0 = time.perf_counter(), start
     preempted = _PreemptionFlag()
+    evaluated: dict[str, float] | None = None  # the evaluation of the step last trained, if it was one
     try:
         for step in range(start, config.num_train_steps):
             idx = batch_indices(n, config.batch_size, config.seed, step)[rows]
@@ -177,6 +215,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             batch = sharding.put_batch(batch, mesh)
             state, metrics = step_fn(state, batch)
             done = step + 1
+            evaluated = None
             loss, finite = float(metrics["loss"]), bool(metrics["finite"])
             if not finite and not config.skip_nonfinite_steps:
                 raise FloatingPointError(
@@ -194,13 +233,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                              grad_norm=float(metrics["grad_norm"]), learning_rate=learning_rate(config, done),
                              steps_per_s=rate)
                 bar.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{rate:.1f}")
-            if done % config.eval_every == 0 or done == config.num_train_steps:
-                bar.set_postfix_str(f"test {metric.replace('_per_', '/')} {evaluate(done):.4f}")
+            if is_eval_step(done):
+                evaluated = evaluate(done)
+                shown = {"val": evaluated.get(val_key), "test": evaluated.get(f"test_{metric}_ema",
+                                                                               evaluated[f"test_{metric}"])}
+                bar.set_postfix_str(", ".join(f"{k} {metric.replace('_per_', '/')} {v:.4f}"
+                                              for k, v in shown.items() if v is not None))
             if config.sample_every and done % config.sample_every == 0 and done != config.num_train_steps:
                 writer.write_image(done, "samples", sample_grid(config, state.ema_params if use_ema else state.params,
                                                                  tokenizer, text_tokenizer))
-            if done % config.checkpoint_every == 0 or done == config.num_train_steps or preempted.is_set():
-                ckpt.save(done, state)
+            if (done % config.checkpoint_every == 0 or done == config.num_train_steps or preempted.is_set()
+                    or ranking(evaluated)):  # every evaluated step may be the best
+                ckpt.save(done, state, ranking(evaluated))
             bar.update(1)
             if preempted.is_set():
                 ckpt.close()
@@ -212,7 +256,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         # Keep what was trained: save the state reached (unless the step itself produced non-finite values).
         try:
             if int(state.step) > start and all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(state.params)):
-                ckpt.save(int(state.step), state)
+                ckpt.save(int(state.step), state, ranking(evaluated))
         except Exception as e:  # noqa: BLE001 - e.g. buffers donated to a step that was interrupted
             logging.warning("could not save the interrupted state (%s); the last checkpoint is kept.", e)
         ckpt.close()
