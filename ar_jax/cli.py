@@ -98,7 +98,7 @@ def sample_main(argv: list[str] | None = None) -> None:
     if not isinstance(pipe, ARPipeline):
         raise ValueError(f"{args.workdir!r} is a tokenizer run (config.kind={pipe.config.kind!r}); sample from an AR "
                          "run trained on its codes instead (e.g. configs/shapes_ar.py).")
-    print(f"weights: {pipe.weights}")
+    print(f"weights: {pipe.weights}", file=sys.stderr)  # stdout carries only results (captions)
     if overrides:
         pipe = ARPipeline(apply_overrides(pipe.config, overrides), pipe.params, tokenizer=pipe.tokenizer,
                           text_tokenizer=pipe.text_tokenizer)
