@@ -167,3 +167,25 @@ def test_page_prompt_to_images_and_errors(server, browser, tmp_path):
     text = _wait(browser, lambda d: "this run takes uint8 images" in d.find_element(By.ID, "caption_status").text
                  and d.find_element(By.ID, "caption_status").text)
     assert "32, 32, 3" in text
+
+
+def test_service_of_a_class_run_and_a_draft(tmp_path):
+    """A class-conditional run: classes in (comma-separated), images out, a label out of range refused by the
+    library; a draft run offers speculative decoding (here the run drafts for itself: greedy equals plain)."""
+    from ar_jax.demo.service import DemoService
+    from tests.helpers import smoke_config
+
+    train_and_evaluate(smoke_config(), tmp_path / "digits")
+    service = DemoService(tmp_path / "digits", max_batch=4, draft_workdir=tmp_path / "digits")
+    assert service.kind == "class" and service.methods == ["plain", "speculative"] and not service.captions
+    answer = service.generate("0, 3", 2, seed=1)
+    assert answer.images.shape == (4, 8, 8, 1)
+    plain = service.generate("0, 3", 2, seed=1, temperature=0.05, top_k=1)
+    fast = service.generate("0, 3", 2, seed=1, temperature=0.05, top_k=1, method="speculative")
+    np.testing.assert_array_equal(plain.images, fast.images)  # top-1: both decode the model's argmax
+    with pytest.raises(ValueError, match="12"):
+        service.generate("12", 1)
+    with pytest.raises(ValueError, match="class 'x' is not a number"):
+        service.generate("x", 1)
+    with pytest.raises(ValueError, match="without image-to-text.*text_head=False"):
+        service.caption(np.zeros((8, 8, 1), np.uint8))

@@ -142,8 +142,8 @@ class DemoService:
         """Captions of one uint8 image `[H, W, C]`: the greedy one, then `samples - 1` sampled ones, each with
         log p(caption | image) in nats."""
         if not self.captions:
-            raise ValueError(f"{self.workdir.name} was trained text-to-image only (config.model.text_head=False): "
-                             "it cannot caption; train both ways (configs/scenes_any.py).")
+            raise ValueError(f"{self.workdir.name} was trained without image-to-text (config.model.text_head=False): "
+                             "it cannot caption; train a text run both ways (configs/scenes_any.py).")
         if image is None:
             raise ValueError("no image given; upload an image to caption.")
         samples = int(samples)
