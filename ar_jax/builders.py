@@ -119,7 +119,8 @@ def make_model_config(config: ml_collections.ConfigDict, tokenizer: Any = None,
     m = config.model
     condition = condition_of(config)
     text = dict(condition=condition, text_head=text_head_of(config),
-                image_positions=image_positions_of(m.get("image_positions", "none")))
+                image_positions=image_positions_of(m.get("image_positions", "none")),
+                image_context=str(m.get("image_context", "causal")))
     if condition == "text":
         text_tokenizer = text_tokenizer or make_text_tokenizer(config, workdir)
         text.update(text_len=int(config.text.max_len), text_vocab_size=text_tokenizer.vocab_size)

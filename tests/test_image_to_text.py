@@ -245,3 +245,43 @@ def test_sincos_image_positions_through_the_cache():
 def test_image_positions_refused_when_unknown():
     with pytest.raises(ValueError, match="image_positions='grid' is not one of"):
         make_any_model(image_positions="grid")
+
+
+def test_full_image_context_sees_the_whole_image_and_keeps_the_cache_exact():
+    """`image_context="full"` (a prefix-LM): a caption's log-probability changes with a later image token at an early
+    position's expense only through the both-ways image attention; greedy captions through the cache equal teacher
+    forcing with the same mask; text-to-image rows stay causal; the loss refuses image targets with it."""
+    cfg, params = make_any_model(image_context="full")
+    causal_cfg = dataclasses.replace(cfg, image_context="causal")
+    pictures = images(cfg)
+    ids = captioning.caption(params, cfg, pictures, jax.random.key(0), bos_id=BOS, eos_id=EOS)
+    text = jnp.concatenate([jnp.full((len(ids), 1), BOS), jnp.asarray(ids)], axis=1)
+    # teacher forcing with the prefix-LM mask gives the same greedy ids
+    null = jnp.zeros((len(pictures), cfg.text_len), jnp.int32)
+    full = jnp.full((len(pictures),), cfg.prefix_len + cfg.seq_len, jnp.int32)
+    (img, txt), _ = Transformer(cfg).apply({"params": params}, pictures, null, text=text[:, :-1], heads="both",
+                                           full_prefix=full)
+    for b in range(len(ids)):
+        for i in range(ids.shape[1]):
+            if i and ids[b, i - 1] in (EOS, 0):
+                break
+            logits = txt[b, i].at[jnp.array([0, BOS])].set(-jnp.inf)
+            assert int(jnp.argmax(logits)) == int(ids[b, i])
+    # the image part: an early image position's logits see a later image token (both ways), causal ones do not
+    changed = pictures.at[:, -1].set((pictures[:, -1] + 1) % cfg.vocab_size)
+    first = lambda c, p, f: Transformer(c).apply({"params": params}, p, null, text=text[:, :-1], heads="both",
+                                                 full_prefix=f)[0][0][:, cfg.prefix_len]
+    assert float(jnp.abs(first(cfg, pictures, full) - first(cfg, changed, full)).max()) > 1e-4
+    np.testing.assert_allclose(first(causal_cfg, pictures, None), first(causal_cfg, changed, None), atol=1e-6)
+    np.testing.assert_allclose(first(cfg, pictures, None), first(cfg, changed, None), atol=1e-6)  # t2i rows
+    # caption_logprob reads the same mask: it equals the teacher-forced sum above
+    lp = captioning.caption_logprob(params, cfg, pictures, np.asarray(text))
+    nll = -jax.nn.log_softmax(txt, -1)
+    want = -jnp.sum(jnp.where(text[:, 1:] != 0, jnp.take_along_axis(nll, text[:, 1:, None], -1)[..., 0], 0), -1)
+    np.testing.assert_allclose(lp, want, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="i2t_image_targets=False"):
+        both_ways_loss_and_grads(params, cfg, pictures, jnp.zeros((len(pictures), cfg.text_len), jnp.int32),
+                                 np.asarray(text), None, i2t_fraction=0.5,
+                                 loss_weights=(1.0, 1.0), i2t_image_targets=True)
+    with pytest.raises(ValueError, match="image_context='full'.*needs text_head=True"):
+        make_text_model(image_context="full")

@@ -66,6 +66,8 @@ class TransformerConfig:
     text_vocab_size: int = 0  # condition="text": prompt token ids 0..text_vocab_size-1 (0 is padding)
     caption_dim: int = 0  # condition="caption": width of the caption features (LlamaGen t2i: T5's 2048)
     text_head: bool = False  # condition="text": also predict text after the image (image-to-text), own output head
+    image_context: str = "causal"  # text_head: how an image before its caption attends to itself: "causal" (as
+    # Chameleon) or "full" (both directions, a prefix-LM as PaliGemma's: every image token sees the whole image)
     image_positions: str = "none"  # absolute positions added to the image tokens' embeddings: "none", "learned"
     # (a table `[seq_len, dim]`), "sincos" (fixed 2-D sine-cosine features of row and column, as MAE's)
     null_class: bool = True  # an extra class row (id num_classes) for CFG / label dropout
@@ -141,14 +143,18 @@ class TransformerConfig:
         return losses.token_nll(logits[:, self.prefix_len - 1:], tokens)  # position C-1+j predicts token j
 
     def sequence_nll(self, params: Any, tokens: Array, cond: Any, text: Array, rng: Array | None = None,
-                     backend: Backend | None = None) -> tuple[Array, Array]:
+                     backend: Backend | None = None, i2t: Array | None = None) -> tuple[Array, Array]:
         """Teacher-forced NLL in nats of the image tokens `[B, T]` given `cond` and of the text after them
         `[B, text_len + 1]`, in one pass over the whole sequence (`text_head` models). `text [B, text_len + 2]` is
         `[bos, caption.., eos, 0..]`: all but its last id are fed, all but its first are the targets (padding
-        targets included: the caller masks them)."""
+        targets included: the caller masks them). `i2t [B]` bool: the image-to-text rows, whose image attends to
+        itself both ways where `image_context="full"` (their image NLL then is no likelihood: the caller drops it)."""
+        full = None
+        if self.image_context == "full" and i2t is not None:
+            full = jnp.where(i2t, self.prefix_len + self.seq_len, 0).astype(jnp.int32)
         (image, txt), _ = Transformer(self, backend or backends.XLA).apply(
             {"params": params}, tokens, cond, text=text[:, :-1], heads="both", deterministic=rng is None,
-            rngs=None if rng is None else {"dropout": rng})
+            rngs=None if rng is None else {"dropout": rng}, full_prefix=full)
         C = self.prefix_len
         return losses.token_nll(image[:, C - 1:C - 1 + self.seq_len], tokens), losses.token_nll(txt, text[:, 1:])
 
@@ -168,6 +174,11 @@ class TransformerConfig:
         if self.head_dim % 2 or (self.rope == "2d" and self.head_dim % 4):
             raise ValueError(f"head_dim={self.head_dim} must be a multiple of {4 if self.rope == '2d' else 2} "
                              f"for rope={self.rope!r}; change dim or num_heads.")
+        if self.image_context not in ("causal", "full"):
+            raise ValueError(f"image_context={self.image_context!r} is not one of 'causal', 'full'.")
+        if self.image_context == "full" and not self.text_head:
+            raise ValueError("image_context='full' (an image attending to itself both ways before its caption) needs "
+                             "text_head=True (image-to-text); set image_context='causal'.")
         if self.image_positions not in IMAGE_POSITIONS:
             raise ValueError(f"image_positions={self.image_positions!r} is not one of {IMAGE_POSITIONS}.")
         if self.image_positions == "sincos" and (math.isqrt(self.seq_len) ** 2 != self.seq_len or self.dim % 4):
@@ -306,9 +317,10 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, rope: Array, mask: Array | None, cache: tuple[Array, Array] | None,
-                 start: Array | int, deterministic: bool) -> tuple[Array, tuple[Array, Array] | None]:
-        """x `[B, S, dim]`; without a cache `mask` is extra to causality (or None), with one it is the whole mask
-        `[B|1, 1, S, M]` over the cache."""
+                 start: Array | int, deterministic: bool,
+                 causal: bool = True) -> tuple[Array, tuple[Array, Array] | None]:
+        """x `[B, S, dim]`; without a cache `mask` is extra to causality (or None; with `causal=False` it is the
+        whole mask), with one it is the whole mask `[B|1, 1, S, M]` over the cache."""
         cfg, be, dt = self.cfg, self.backend, jnp.dtype(self.cfg.dtype)
         H, KV, D = cfg.num_heads, cfg.kv_heads, cfg.head_dim
         p = lambda name, shape, names, n_in=1: dense_param(self, be, name, shape, names, n_in).astype(dt)
@@ -320,7 +332,7 @@ class Attention(nn.Module):
         k = apply_rope(be.dense(x, wk, 1, (KV, D)), rope)  # [B, S, KV, D]
         v = be.dense(x, wv, 1, (KV, D))
         if cache is None:
-            out = be.attention(q, k, v, causal=cfg.causal, mask=mask, scale=D ** -0.5)
+            out = be.attention(q, k, v, causal=cfg.causal and causal, mask=mask, scale=D ** -0.5)
         else:
             ck, cv = cache  # [B, KV, M, D]
             idx = (0, 0, start, 0)
@@ -354,10 +366,10 @@ class Block(nn.Module):
     backend: Backend = backends.XLA
 
     @nn.compact
-    def __call__(self, x, rope, mask, cache, start, deterministic):
+    def __call__(self, x, rope, mask, cache, start, deterministic, causal=True):
         dt = jnp.dtype(self.cfg.dtype)
         h, cache = Attention(self.cfg, self.backend, name="attention")(
-            RMSNorm(self.cfg.norm_eps, dt, name="attention_norm")(x), rope, mask, cache, start, deterministic)
+            RMSNorm(self.cfg.norm_eps, dt, name="attention_norm")(x), rope, mask, cache, start, deterministic, causal)
         x = x + h
         x = x + FeedForward(self.cfg, self.backend, name="feed_forward")(
             RMSNorm(self.cfg.norm_eps, dt, name="ffn_norm")(x), deterministic)
@@ -375,8 +387,8 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: Array | None, cond: Any = None, *, text: Array | None = None, start: Array | int = 0,
-                 cache: Cache | None = None, deterministic: bool = True,
-                 heads: str = "image") -> tuple[Array | tuple[Array, Array], Cache | None]:
+                 cache: Cache | None = None, deterministic: bool = True, heads: str = "image",
+                 full_prefix: Array | None = None) -> tuple[Array | tuple[Array, Array], Cache | None]:
         """tokens `[B, S]` int image codes (or None), `cond` a condition (`ar_jax.models.conditions`; or None),
         `text` `[B, L]` text ids after the image tokens (`text_head` models: `[bos, caption..]`; or None).
 
@@ -385,6 +397,8 @@ class Transformer(nn.Module):
         written at `start` and attention reads the cache up to the written positions. `heads` (static): "image"
         gives image logits `[B, S, vocab_size]` at every position, "text" text logits `[B, S, text_vocab_size]`,
         "both" (an int `start`) the pair of image logits before position `C + T` and text logits from it on.
+        `full_prefix` `[B]` int: each row's first `full_prefix` sequence positions attend to one another both ways
+        (a prefix-LM: an image before its caption, `image_context="full"`); None: causal throughout.
         """
         cfg, be, dt = self.cfg, self.backend, jnp.dtype(self.cfg.dtype)
         if heads not in HEADS:
@@ -417,13 +431,21 @@ class Transformer(nn.Module):
 
         rope = jax.lax.dynamic_slice_in_dim(rope_table(cfg), start, S)  # [S, D/2, 2]
         q_pos = start + jnp.arange(S)
-        mask = None
-        if cache is None and valid is not None:  # extra to causality; a padding row sees itself only
+        mask, causal = None, True
+        if cache is None and full_prefix is not None:  # the whole mask: causal, or both ways inside the prefix
+            pos = jnp.arange(S)
+            mask = (pos[None, :] <= pos[:, None])[None] | (pos[None, None, :] < full_prefix[:, None, None])
+            if valid is not None:
+                mask = mask & (valid[:, None, :] | jnp.eye(S, dtype=bool)[None])
+            mask, causal = mask[:, None], False  # [B, 1, S, S]
+        elif cache is None and valid is not None:  # extra to causality; a padding row sees itself only
             mask = (valid[:, None, :] | jnp.eye(S, dtype=bool)[None])[:, None]  # [B, 1, S, S]
         elif cache is not None:
             k_pos = jnp.arange(cache["k"][0].shape[2])
             mask = (k_pos[None, :] <= q_pos[:, None]) if cfg.causal else (k_pos[None, :] < start + S)[None]
             mask = jnp.broadcast_to(mask, (S, k_pos.shape[0]))[None]  # [1, S, M]
+            if full_prefix is not None:  # a prefill: both ways inside each row's prefix, never past what is written
+                mask = mask | ((k_pos[None, None, :] < full_prefix[:, None, None]) & (k_pos < start + S)[None, None])
             if "valid" in cache:
                 if valid is not None:
                     cache = {**cache, "valid": jax.lax.dynamic_update_slice(cache["valid"], valid, (0, start))}
@@ -432,7 +454,7 @@ class Transformer(nn.Module):
         new = []
         for i in range(cfg.num_layers):
             x, layer = Block(cfg, be, name=f"layers_{i}")(
-                x, rope, mask, None if cache is None else (cache["k"][i], cache["v"][i]), start, deterministic)
+                x, rope, mask, None if cache is None else (cache["k"][i], cache["v"][i]), start, deterministic, causal)
             new.append(layer)
         if cache is not None:
             cache = {**cache, "k": tuple(k for k, _ in new), "v": tuple(v for _, v in new)}

@@ -62,6 +62,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         if not 0 <= t.i2t_fraction <= 1:
             raise ValueError(f"config.text.i2t_fraction={t.i2t_fraction} must be in [0, 1] (the share of each batch's "
                              "rows that are image-to-text sequences).")
+        if config.model.get("image_context", "causal") == "full" and t.i2t_image_targets:
+            raise ValueError("config.model.image_context='full' (an image-to-text row's image sees itself both ways) "
+                             "needs config.text.i2t_image_targets=False: those image tokens cannot be targets.")
         if min(t.image_loss_weight, t.text_loss_weight) < 0 or t.image_loss_weight + t.text_loss_weight <= 0:
             raise ValueError(f"config.text.image_loss_weight={t.image_loss_weight} and text_loss_weight="
                              f"{t.text_loss_weight} must be >= 0, not both 0 (DALL-E used 7/8 and 1/8).")
