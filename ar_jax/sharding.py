@@ -3,13 +3,16 @@
 Parameters carry logical names (`ar_jax/axes.py`); `RULES` maps each name to mesh axes. A dimension that
 a mesh axis does not divide stays replicated along it (e.g. a 17-token vocabulary on 2 tensor shards).
 `data` and `fsdp` both split the batch; `fsdp` also splits parameters and optimizer state along `embed`;
-`tensor` splits heads, MLP width and vocabulary.
+`tensor` splits heads, MLP width and vocabulary. Activations carry the same names (`constrain`, with `batch` first,
+so the batch takes `data` and `fsdp` and an activation's `embed` stays whole); `length` and `layers` have no rule.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -81,12 +84,32 @@ def spec_for(shape: tuple[int, ...], names: tuple[str | None, ...] | PartitionSp
     used: set[str] = set()
     out = []
     for dim, name in zip(shape, tuple(names)):
-        mesh_axes = [a for a in rules.get(name, ()) if a not in used and mesh.shape[a] > 1]
+        mesh_axes = [a for a in rules.get(name, ()) if a not in used and mesh.shape.get(a, 1) > 1]
         while mesh_axes and dim % math.prod(mesh.shape[a] for a in mesh_axes):
             mesh_axes.pop()
         used.update(mesh_axes)
         out.append(tuple(mesh_axes) if len(mesh_axes) > 1 else (mesh_axes[0] if mesh_axes else None))
     return PartitionSpec(*out)
+
+
+def constrain(x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
+    """`x` laid out over the mesh in context (`on_mesh`) as `RULES` map its dimensions' logical `names`; `x` itself
+    where no mesh of several devices is in context (one device, decoding), so the model needs no branch of its own."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return x
+    return jax.lax.with_sharding_constraint(x, spec_for(x.shape, names, mesh))
+
+
+def on_mesh(fun: Callable, mesh: Mesh) -> Callable:
+    """`fun` (e.g. a jitted step) called with `mesh` in context, so that the activations inside it are laid out as
+    their logical names say (`constrain`); the mesh is part of the jit cache key."""
+    @functools.wraps(fun)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with jax.set_mesh(mesh):
+            return fun(*args, **kwargs)
+
+    return call
 
 
 def tree_shardings(shapes: Any, logical: Any, mesh: Mesh) -> Any:
