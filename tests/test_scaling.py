@@ -119,3 +119,35 @@ def test_no_mesh_no_constraint(pair):
     with jax.sharding.use_abstract_mesh(mesh):
         text = str(jax.make_jaxpr(lambda p: cfg.token_nll(p, tokens, labels))(params))
     assert text.count("sharding_constraint") >= 2 + 5 * cfg.num_layers  # embeddings, logits; per block q k v o h x x
+
+
+def test_fsdp_takes_a_parameters_largest_dimension_it_divides_when_embed_does_not():
+    """GPT-3B's embed (3200) on 256 FSDP devices: the MLP and embedding weights split along another dimension; the
+    activations (no `parameter`) and the stacked layers axis never take the fallback."""
+    mesh = type("M", (), {"shape": {"data": 1, "fsdp": 256, "tensor": 1}})()
+    assert sharding.spec_for((3200, 8704), ("embed", "mlp"), mesh, parameter=True) == PartitionSpec(None, "fsdp")
+    assert sharding.spec_for((3200, 8704), ("embed", "mlp"), mesh) == PartitionSpec(None, None)
+    assert sharding.spec_for((24, 3200, 8704), ("layers", "embed", "mlp"), mesh, parameter=True) == \
+        PartitionSpec(None, None, "fsdp")
+    assert sharding.spec_for((512, 3200), ("layers", "embed"), mesh, parameter=True) == PartitionSpec(None, None)
+    assert sharding.spec_for((3200, 32, 100), ("embed", "heads", "head_dim"), mesh, parameter=True) == \
+        PartitionSpec(None, None, None)  # nothing divides: whole (use fsdp x tensor for GPT-3B on 256 devices)
+    assert sharding.spec_for((1536, 4096), ("embed", "mlp"), mesh, parameter=True) == PartitionSpec("fsdp", None)
+
+
+def test_smoke_run_with_scanned_rematerialised_layers_trains_loads_and_samples(tmp_path):
+    """`config.model.scan_layers` / `config.model.remat` end to end: the run saves stacked params, `ar_jax.load`
+    reads them, evaluates them scanned and samples from them unstacked."""
+    import ar_jax
+    from ar_jax.training import trainer
+    from tests.helpers import smoke_config
+
+    config = smoke_config(num_train_steps=2, log_every=1, eval_every=2, checkpoint_every=2,
+                          **{"model.scan_layers": True, "model.remat": "dots"})
+    state = trainer.train_and_evaluate(config, tmp_path)
+    assert state.params["layers"]["attention"]["wq"].shape[0] == config.model.num_layers
+    pipe = ar_jax.load(tmp_path)
+    assert pipe.model_config.scan_layers and pipe.model_config.remat == "dots"
+    images = np.stack([np.asarray(pipe.sample([1, 2], seed=0)) for _ in range(2)])
+    assert images.shape[1:] == (2, 8, 8, 1) and (images[0] == images[1]).all()
+    assert np.isfinite(pipe.bits_per_dim(images[0], [1, 2])).all()
