@@ -104,6 +104,12 @@ def fit_text_tokenizer(config: ml_collections.ConfigDict, workdir: str | Path, c
     return tok
 
 
+def image_positions_of(value: Any) -> str:
+    """`config.model.image_positions` as the model's name for it (runs saved with a bool: True was the learned
+    table, False none)."""
+    return {True: "learned", False: "none"}.get(value, value) if isinstance(value, bool) else str(value)
+
+
 def make_model_config(config: ml_collections.ConfigDict, tokenizer: Any = None,
                       workdir: str | Path | None = None, text_tokenizer: Any = None) -> ModelConfig:
     """The model-family config named by `config.model.family`, with vocabulary, length and classes from the
@@ -113,7 +119,7 @@ def make_model_config(config: ml_collections.ConfigDict, tokenizer: Any = None,
     m = config.model
     condition = condition_of(config)
     text = dict(condition=condition, text_head=text_head_of(config),
-                image_positions=bool(m.get("image_positions", False)))  # runs saved before it: rotary only
+                image_positions=image_positions_of(m.get("image_positions", "none")))
     if condition == "text":
         text_tokenizer = text_tokenizer or make_text_tokenizer(config, workdir)
         text.update(text_len=int(config.text.max_len), text_vocab_size=text_tokenizer.vocab_size)

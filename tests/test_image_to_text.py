@@ -1,6 +1,9 @@
 """Image-to-text with the same transformer (`text_head`): captions through the cache, the per-position vocabulary,
 caption log-probabilities, the both-ways loss, and bad input."""
 
+import dataclasses
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -197,7 +200,7 @@ def test_image_positions_through_the_cache():
     are teacher forcing's combined, and greedy captions equal teacher forcing's."""
     from ar_jax.models import conditions
 
-    cfg, params = make_any_model(image_positions=True)
+    cfg, params = make_any_model(image_positions="learned")
     params["image_positions"] = jax.random.normal(jax.random.key(7), params["image_positions"].shape)
     prompts = np.array([[0, 0, 0, 5, 6, 7], [0, 0, 0, 0, 0, 4]], np.int32)
     toks, used = sampling.generate(params, cfg, prompts, jax.random.key(1), cfg_scale=2.5, greedy=True,
@@ -211,3 +214,34 @@ def test_image_positions_through_the_cache():
     pictures = images(cfg)
     ids = captioning.caption(params, cfg, pictures, jax.random.key(0), bos_id=BOS, eos_id=EOS)
     np.testing.assert_array_equal(ids, teacher_forced_greedy(cfg, params, pictures))
+
+
+def test_sincos_image_positions_through_the_cache():
+    """Fixed 2-D sine-cosine image positions: no parameter, row and column features apart, the same logits by the
+    cache as by teacher forcing, and greedy captions equal teacher forcing's."""
+    from ar_jax.models.transformer import sincos_positions
+
+    cfg, params = make_any_model(image_positions="sincos")
+    assert "image_positions" not in params
+    pos = np.asarray(sincos_positions(cfg))
+    grid, half = math.isqrt(cfg.seq_len), cfg.dim // 2
+    assert pos.shape == (cfg.seq_len, cfg.dim)
+    np.testing.assert_allclose(pos[1, :half], pos[0, :half])  # same row: same row features
+    assert np.abs(pos[1, half:] - pos[0, half:]).max() > 1e-3  # next column: other column features
+    np.testing.assert_allclose(pos[grid, half:], pos[0, half:])  # same column
+    np.testing.assert_allclose(np.sqrt((pos ** 2).mean()), 0.02, rtol=1e-5)
+    prompts = np.array([[0, 0, 0, 5, 6, 7], [0, 0, 0, 0, 0, 4]], np.int32)
+    toks, used = sampling.generate(params, cfg, prompts, jax.random.key(1), greedy=True, return_logits=True)
+    tf = Transformer(cfg).apply({"params": params}, toks[:, :-1], prompts)[0][:, cfg.prefix_len - 1:]
+    np.testing.assert_allclose(used, tf, atol=1e-4)
+    plain = Transformer(dataclasses.replace(cfg, image_positions="none")).apply(
+        {"params": params}, toks[:, :-1], prompts)[0][:, cfg.prefix_len - 1:]
+    assert float(jnp.abs(tf - plain).max()) > 1e-3  # the positions matter
+    pictures = images(cfg)
+    ids = captioning.caption(params, cfg, pictures, jax.random.key(0), bos_id=BOS, eos_id=EOS)
+    np.testing.assert_array_equal(ids, teacher_forced_greedy(cfg, params, pictures))
+
+
+def test_image_positions_refused_when_unknown():
+    with pytest.raises(ValueError, match="image_positions='grid' is not one of"):
+        make_any_model(image_positions="grid")

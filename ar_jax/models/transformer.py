@@ -8,7 +8,8 @@ fusion as in Chameleon): after the T image tokens of the null (empty) prompt com
 `i` (then `eos`) from its own head `text_output`. Image positions read `output` (image codes only), text positions
 `text_output` (text ids only): the per-position restriction of the vocabulary is the choice of head. Rotary
 embeddings decide which keys a query reads but move no value, so a text position learns what the image holds more
-easily than where; `image_positions` adds learned absolute rows to the image tokens' embeddings (as ImageGPT's).
+easily than where; `image_positions` adds absolute positions to the image tokens' embeddings (learned, as ImageGPT's,
+or fixed 2-D sine-cosine).
 Pre-norm RMSNorm blocks, SwiGLU, grouped-query attention with interleaved rotary embeddings (1-D or LlamaGen's
 2-D grid form; class and caption rows zero).
 The KV cache is data: `{"k", "v"}`, each a tuple of one array `[B, kv_heads, max_len, head_dim]` per layer,
@@ -44,6 +45,9 @@ Array = jax.Array
 Cache = dict[str, tuple[Array, ...]]
 
 
+IMAGE_POSITIONS = ("none", "learned", "sincos")
+
+
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
     """Hyper-parameters of the decoder; eval/decode variants by `.replace(...)`."""
@@ -67,7 +71,8 @@ class TransformerConfig:
     text_vocab_size: int = 0  # condition="text": prompt token ids 0..text_vocab_size-1 (0 is padding)
     caption_dim: int = 0  # condition="caption": width of the caption features (LlamaGen t2i: T5's 2048)
     text_head: bool = False  # condition="text": also predict text after the image (image-to-text), own output head
-    image_positions: bool = False  # learned absolute rows `[seq_len, dim]` added to the image tokens' embeddings
+    image_positions: str = "none"  # absolute positions added to the image tokens' embeddings: "none", "learned"
+    # (a table `[seq_len, dim]`), "sincos" (fixed 2-D sine-cosine features of row and column, as MAE's)
     null_class: bool = True  # an extra class row (id num_classes) for CFG / label dropout
     token_dropout: float = 0.0
     resid_dropout: float = 0.0
@@ -170,6 +175,11 @@ class TransformerConfig:
         if self.head_dim % 2 or (self.rope == "2d" and self.head_dim % 4):
             raise ValueError(f"head_dim={self.head_dim} must be a multiple of {4 if self.rope == '2d' else 2} "
                              f"for rope={self.rope!r}; change dim or num_heads.")
+        if self.image_positions not in IMAGE_POSITIONS:
+            raise ValueError(f"image_positions={self.image_positions!r} is not one of {IMAGE_POSITIONS}.")
+        if self.image_positions == "sincos" and (math.isqrt(self.seq_len) ** 2 != self.seq_len or self.dim % 4):
+            raise ValueError(f"image_positions='sincos' needs a square token grid (seq_len={self.seq_len}) and dim "
+                             f"divisible by 4 (dim={self.dim}); use image_positions='learned'.")
         if self.rope not in ("1d", "2d"):
             raise ValueError(f"rope={self.rope!r} is not one of '1d', '2d'.")
         if self.rope == "2d" and math.isqrt(self.seq_len) ** 2 != self.seq_len:
@@ -197,6 +207,19 @@ class TransformerConfig:
             raise ValueError(f"dtype={self.dtype!r} must be 'float32', 'bfloat16' or 'float16'.")
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat={self.remat!r} is not one of {tuple(REMAT_POLICIES)}; set config.model.remat.")
+
+
+def sincos_positions(cfg: TransformerConfig, scale: float = 0.02) -> Array:
+    """Fixed absolute positions `[seq_len, dim]` of a square token grid: sines and cosines of the row (first half of
+    `dim`) and the column (second half) at geometric frequencies, RMS `scale` (the embeddings' initial scale), so
+    "which column" is a linear feature from the first step."""
+    grid, quarter = math.isqrt(cfg.seq_len), cfg.dim // 4
+    freqs = 1.0 / (10_000.0 ** (jnp.arange(quarter, dtype=jnp.float32) / quarter))
+    ang = jnp.outer(jnp.arange(grid, dtype=jnp.float32), freqs)  # [grid, dim // 4]
+    axis = jnp.concatenate([jnp.sin(ang), jnp.cos(ang)], axis=-1)  # [grid, dim // 2]
+    rows = jnp.broadcast_to(axis[:, None], (grid, grid, cfg.dim // 2))
+    cols = jnp.broadcast_to(axis[None, :], (grid, grid, cfg.dim // 2))
+    return scale * math.sqrt(2) * jnp.concatenate([rows, cols], axis=-1).reshape(cfg.seq_len, cfg.dim)
 
 
 def _angles_1d(n: int, head_dim: int, base: float) -> Array:
@@ -426,9 +449,10 @@ class Transformer(nn.Module):
             parts.append(prefix)
         if tokens is not None and tokens.shape[1]:
             x_tok = jnp.take(tok_table, tokens, axis=0)  # [B, S, D]
-            if cfg.image_positions:  # where each image token is, in what attention reads (rotary moves no value)
-                pos = self.param("image_positions", nn.with_logical_partitioning(_dense_init(), (None, axes.EMBED)),
-                                 (cfg.seq_len, cfg.dim))
+            if cfg.image_positions != "none":  # where each image token is, in what attention reads (rotary: no value)
+                pos = (sincos_positions(cfg) if cfg.image_positions == "sincos" else self.param(
+                    "image_positions", nn.with_logical_partitioning(_dense_init(), (None, axes.EMBED)),
+                    (cfg.seq_len, cfg.dim)))
                 first = 0 if cond is not None else start - cfg.prefix_len  # image index of tokens[:, 0]
                 x_tok = x_tok + jax.lax.dynamic_slice_in_dim(pos, first, tokens.shape[1])[None]
             parts.append(x_tok)
