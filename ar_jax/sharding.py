@@ -3,8 +3,9 @@
 Parameters carry logical names (`ar_jax/axes.py`); `RULES` maps each name to mesh axes. A dimension that
 a mesh axis does not divide stays replicated along it (e.g. a 17-token vocabulary on 2 tensor shards).
 `data` and `fsdp` both split the batch; `fsdp` also splits parameters and optimizer state along `embed` (or, where
-that does not divide, their largest dimension that does); `tensor` splits heads, MLP width and vocabulary. Activations carry the same names (`constrain`, with `batch` first,
-so the batch takes `data` and `fsdp` and an activation's `embed` stays whole); `length` and `layers` have no rule.
+that does not divide, their largest dimension that does); `tensor` splits heads, MLP width and vocabulary.
+Activations carry the same names (`constrain`, with `batch` first, so the batch takes `data` and `fsdp` and an
+activation's `embed` stays whole); `length` and `layers` have no rule.
 """
 
 from __future__ import annotations
