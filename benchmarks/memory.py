@@ -97,6 +97,37 @@ def measure(cfg: TransformerConfig, shape: tuple[int, int, int], per_replica_bat
             "global_batch": B, "compile_s": time.perf_counter() - t0}
 
 
+def fits(total_gib: float) -> str:
+    return next((str(g) for g in FITS if total_gib <= g), "--")
+
+
+def table(rows: list[dict], per_replica_batch: int) -> str:
+    """One line per model, length and device count; per layout and remat setting the total GiB per device and the
+    smallest marked accelerator it fits; the per-device state (weights, AdamW moments, batch) of each layout."""
+    cols = list(dict.fromkeys((r["mesh"], r["remat"]) for r in rows))
+    layouts = list(dict.fromkeys(r["mesh"] for r in rows))
+    groups: dict[tuple, dict] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["seq_len"], r["devices"]), {})[(r["mesh"], r["remat"])] = r
+    short = lambda m: m.replace("tensor", "t")  # noqa: E731
+    lines = ["Train step memory per device, GiB (XLA memory analysis of the compiled step on forced CPU devices):",
+             f"LlamaGen c2i GPTs, bf16 compute, fp32 weights + AdamW, {per_replica_batch} sequences per data-parallel "
+             f"replica, scanned layers.",
+             f"Columns: layout, remat; after each total the smallest of {'/'.join(map(str, FITS))} GiB it fits "
+             "('--': neither). state: weights + AdamW moments + batch.",
+             f"{'model':8s} {'params':>6s} {'tokens':>6s} {'devices':>7s} "
+             + " ".join(f"{short(m) + ', ' + rm:>15s}" for m, rm in cols)
+             + " " + " ".join(f"{'state ' + short(m):>15s}" for m in layouts)]
+    order = {m: i for i, m in enumerate(MODELS)}
+    for (model, seq_len, n), g in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1:])):
+        any_row = next(iter(g.values()))
+        cells = [f"{g[c]['total_gib']:12.2f} {fits(g[c]['total_gib']):>2s}" if c in g else f"{'':15s}" for c in cols]
+        state = [f"{next(r for (m, _), r in g.items() if m == lay)['arguments_gib']:15.2f}" for lay in layouts]
+        lines.append(f"{model:8s} {any_row['params_m']:5.0f}M {seq_len:6d} {n:7d} " + " ".join(cells) + " "
+                     + " ".join(state))
+    return "\n".join(lines)
+
+
 def main() -> None:
     a = ARGS
     unknown = set(a.models) - set(llamagen.GPT_PRESETS)
@@ -115,20 +146,11 @@ def main() -> None:
                         row = {"model": name, "params_m": n_params / 1e6, "seq_len": seq_len, "devices": n,
                                "mesh": layout, "shape": shape, "remat": remat,
                                **measure(cfg, shape, a.per_replica_batch)}
-                        row.update({f"fits_{g}gib": row["total_gib"] <= g for g in FITS})
+                        row["fits"] = fits(row["total_gib"])
                         rows.append(row)
                         print(f"  {name} {seq_len} tokens, {n} devices, {layout}, remat={remat}: "
                               f"{row['total_gib']:.2f} GiB ({row['compile_s']:.0f} s to compile)", flush=True)
-    print(f"\nTrain step memory per device (XLA memory analysis on forced CPU devices): LlamaGen c2i GPTs, bf16 "
-          f"compute, fp32 weights + AdamW, {a.per_replica_batch} sequences per data-parallel replica, scanned layers. "
-          f"fits: '16' <= 16 GiB, '80' <= 80 GiB, '-' neither.")
-    print(f"{'model':8s} {'params':>7s} {'tokens':>6s} {'devices':>7s} {'mesh':16s} {'remat':5s} {'state+batch':>11s} "
-          f"{'temps':>7s} {'total GiB':>9s} {'fits':>5s}")
-    for r in rows:
-        fits = "16" if r["fits_16gib"] else "80" if r["fits_80gib"] else "-"
-        print(f"{r['model']:8s} {r['params_m']:6.0f}M {r['seq_len']:6d} {r['devices']:7d} {r['mesh']:16s} "
-              f"{r['remat']:5s} {r['arguments_gib']:11.2f} {r['temporaries_gib']:7.2f} {r['total_gib']:9.2f} "
-              f"{fits:>5s}")
+    print(table(rows, a.per_replica_batch))
     print(json.dumps({"per_replica_batch": a.per_replica_batch, "dtype": "bfloat16 compute, float32 weights",
                       "rows": rows}))
 
