@@ -139,7 +139,8 @@ def make_model_config(config: ml_collections.ConfigDict, tokenizer: Any = None,
             dim=m.dim, num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads or None,
             mlp_dim=m.mlp_dim or None, rope=m.rope, rope_base=m.rope_base, cls_token_num=m.cls_token_num,
             null_class=True, token_dropout=m.token_dropout, resid_dropout=m.resid_dropout,
-            ffn_dropout=m.ffn_dropout, dtype=m.dtype, causal=not maskgit, **text)
+            ffn_dropout=m.ffn_dropout, dtype=m.dtype, causal=not maskgit, **text,
+            scan_layers=bool(m.get("scan_layers", False)), remat=m.get("remat", "none"))  # runs saved before: off
         cfg = MaskGITConfig(cfg) if maskgit else cfg
     elif condition != "class" or text["text_head"]:
         raise ValueError(f"config.model.family={m.family!r} is class-conditional only; condition={condition!r} and "

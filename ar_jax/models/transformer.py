@@ -17,6 +17,10 @@ passed in and returned; a call writes its keys/values at `start` with `lax.dynam
 per layer, not one stacked `[layers, ...]` array (XLA updates a layer's array in place), heads-major so decoding
 attention reads it without a transposed copy.
 
+`scan_layers` runs the blocks as one `nn.scan` (params stacked `[layers, ...]`: compile time independent of depth) and
+`remat` recomputes a block's activations in the backward pass; both change training only, decoding unstacks
+(`prepare`). Activations carry logical axis names (`sharding.constrain`, a no-op without a mesh in context).
+
 The model is the same on every platform: the operations that differ (projections, attention, the decode layout of
 the weights) are methods of the `backend` (`ar_jax.backends`) it is built with, a static part of its definition;
 the default is the plain-XLA reference.
@@ -35,6 +39,7 @@ import jax.numpy as jnp
 from ar_jax import axes, backends
 from ar_jax.backends import Backend, Prepared
 from ar_jax.models import conditions, losses
+from ar_jax.sharding import constrain
 
 Array = jax.Array
 Cache = dict[str, tuple[Array, ...]]
@@ -77,6 +82,8 @@ class TransformerConfig:
     attn_dropout: float = 0.0
     causal: bool = True  # False: bidirectional (MaskGIT)
     dtype: str = "float32"  # compute dtype; parameters stay float32, logits are float32
+    scan_layers: bool = False  # one `nn.scan` over the blocks: params `layers/...` stacked `[num_layers, ...]`
+    remat: str = "none"  # recompute each block's activations in the backward pass: a key of `REMAT_POLICIES`
 
     exact_likelihood: ClassVar[bool] = True  # token_nll is the exact NLL (the model-family protocol)
 
@@ -209,6 +216,8 @@ class TransformerConfig:
                              "(LlamaGen's models use 0; use resid_dropout / ffn_dropout).")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype={self.dtype!r} must be 'float32', 'bfloat16' or 'float16'.")
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"remat={self.remat!r} is not one of {tuple(REMAT_POLICIES)}; set config.model.remat.")
 
 
 def sincos_positions(cfg: TransformerConfig, scale: float = 0.02) -> Array:
@@ -277,8 +286,28 @@ PROJECTIONS = {"wq": 1, "wk": 1, "wv": 1, "wo": 2, "w1": 1, "w3": 1, "w2": 1, "o
 
 
 def prepare(params: Any, backend: Backend | None = None) -> Prepared:
-    """Transformer parameters re-laid-out once for decoding by `backend` (default: where they live)."""
+    """Transformer parameters re-laid-out once for decoding by `backend` (default: where they live); a scanned
+    model's stacked layers are unstacked first (decoding keeps one cache array per layer)."""
+    if not isinstance(params, Prepared):
+        params = unstack_layers(params)
     return backends.prepare(params, PROJECTIONS, backend)
+
+
+def stack_layers(params: Any, num_layers: int) -> Any:
+    """Params of an unscanned model (`layers_0 .. layers_{L-1}`) as a scanned one holds them: `layers`, each leaf
+    `[L, ...]` (e.g. a LlamaGen import for a `scan_layers=True` run)."""
+    rest = {k: v for k, v in params.items() if not k.startswith("layers_")}
+    return {**rest, "layers": jax.tree.map(lambda *xs: jnp.stack(xs), *(params[f"layers_{i}"]
+                                                                       for i in range(num_layers)))}
+
+
+def unstack_layers(params: Any) -> Any:
+    """`stack_layers` undone: `layers` `[L, ...]` -> `layers_0 .. layers_{L-1}`; params without `layers` as given."""
+    if "layers" not in params:
+        return params
+    L = jax.tree.leaves(params["layers"])[0].shape[0]
+    rest = {k: v for k, v in params.items() if k != "layers"}
+    return {**rest, **{f"layers_{i}": jax.tree.map(lambda x, i=i: x[i], params["layers"]) for i in range(L)}}
 
 
 class DecodingCache:
@@ -328,11 +357,12 @@ class Attention(nn.Module):
         wk = p("wk", (cfg.dim, KV, D), (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM))
         wv = p("wv", (cfg.dim, KV, D), (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM))
         wo = p("wo", (H, D, cfg.dim), (axes.HEADS, axes.HEAD_DIM, axes.EMBED), 2)
-        q = apply_rope(be.dense(x, wq, 1, (H, D)), rope)  # [B, S, H, D]
-        k = apply_rope(be.dense(x, wk, 1, (KV, D)), rope)  # [B, S, KV, D]
-        v = be.dense(x, wv, 1, (KV, D))
+        q = constrain(apply_rope(be.dense(x, wq, 1, (H, D)), rope), ACT_HEADS)  # [B, S, H, D]
+        k = constrain(apply_rope(be.dense(x, wk, 1, (KV, D)), rope), ACT_KV)  # [B, S, KV, D]
+        v = constrain(be.dense(x, wv, 1, (KV, D)), ACT_KV)
         if cache is None:
-            out = be.attention(q, k, v, causal=cfg.causal and causal, mask=mask, scale=D ** -0.5)
+            out = constrain(be.attention(q, k, v, causal=cfg.causal and causal, mask=mask, scale=D ** -0.5),
+                            ACT_HEADS)
         else:
             ck, cv = cache  # [B, KV, M, D]
             idx = (0, 0, start, 0)
@@ -358,6 +388,7 @@ class FeedForward(nn.Module):
         w3 = p("w3", (cfg.dim, cfg.hidden_dim), (axes.EMBED, axes.MLP))
         w2 = p("w2", (cfg.hidden_dim, cfg.dim), (axes.MLP, axes.EMBED))
         h = nn.silu(be.dense(x, w1, 1, (cfg.hidden_dim,))) * be.dense(x, w3, 1, (cfg.hidden_dim,))
+        h = constrain(h, ACT_MLP)  # [B, S, hidden]
         return nn.Dropout(cfg.ffn_dropout)(be.dense(h, w2, 1, (cfg.dim,)), deterministic=deterministic)
 
 
@@ -367,16 +398,35 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x, rope, mask, cache, start, deterministic, causal=True):
+        """x `[B, S, dim]` -> `(x, cache)`; the residual stream is laid out by its logical names at both ends."""
         dt = jnp.dtype(self.cfg.dtype)
+        x = constrain(x, ACT_EMBED)
         h, cache = Attention(self.cfg, self.backend, name="attention")(
             RMSNorm(self.cfg.norm_eps, dt, name="attention_norm")(x), rope, mask, cache, start, deterministic, causal)
         x = x + h
         x = x + FeedForward(self.cfg, self.backend, name="feed_forward")(
             RMSNorm(self.cfg.norm_eps, dt, name="ffn_norm")(x), deterministic)
-        return x, cache
+        return constrain(x, ACT_EMBED), cache
+
+
+# What `remat` keeps of a block for the backward pass: "full" only its input; "dots" also the projections' outputs
+# (matmuls without batch dimensions), recomputing attention scores, norms and activations.
+REMAT_POLICIES = {"none": None, "full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+def block_class(cfg: TransformerConfig, scanned: bool) -> type[nn.Module]:
+    """`Block`, or `Block` rematerialised as `cfg.remat` says (its `deterministic` argument static)."""
+    if cfg.remat == "none":
+        return Block
+    return nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not scanned, static_argnums=(6, 7))
 
 
 HEADS = ("image", "text", "both")  # which output head(s) a call reads (`Transformer.__call__`)
+ACT_EMBED = (axes.BATCH, axes.LENGTH, axes.EMBED)  # logical names of activations (`sharding.constrain`)
+ACT_HEADS = (axes.BATCH, axes.LENGTH, axes.HEADS, axes.HEAD_DIM)
+ACT_KV = (axes.BATCH, axes.LENGTH, axes.KV_HEADS, axes.HEAD_DIM)
+ACT_MLP = (axes.BATCH, axes.LENGTH, axes.MLP)
+ACT_VOCAB = (axes.BATCH, axes.LENGTH, axes.VOCAB)
 
 
 class Transformer(nn.Module):
@@ -424,7 +474,7 @@ class Transformer(nn.Module):
         if text is not None and text.shape[1]:
             parts.append(jnp.take(text_table, text, axis=0))  # [B, L, D]
         x = jnp.concatenate(parts, axis=1).astype(dt) if len(parts) > 1 else parts[0].astype(dt)
-        x = nn.Dropout(cfg.token_dropout)(x, deterministic=deterministic)
+        x = constrain(nn.Dropout(cfg.token_dropout)(x, deterministic=deterministic), ACT_EMBED)
         B, S = x.shape[:2]
         if valid is not None:  # padding rows of the prefix: keys no query sees
             valid = jnp.concatenate([valid, jnp.ones((B, S - valid.shape[1]), bool)], axis=1)  # [B, S]
@@ -451,24 +501,39 @@ class Transformer(nn.Module):
                     cache = {**cache, "valid": jax.lax.dynamic_update_slice(cache["valid"], valid, (0, start))}
                 mask = mask & (cache["valid"][:, None, :] | (k_pos[None, :] == q_pos[:, None])[None])
             mask = mask[:, None]  # [B|1, 1, S, M]
-        new = []
-        for i in range(cfg.num_layers):
-            x, layer = Block(cfg, be, name=f"layers_{i}")(
-                x, rope, mask, None if cache is None else (cache["k"][i], cache["v"][i]), start, deterministic, causal)
-            new.append(layer)
-        if cache is not None:
-            cache = {**cache, "k": tuple(k for k, _ in new), "v": tuple(v for _, v in new)}
+        # scanned: one block's program over params `layers/...` stacked `[num_layers, ...]`; prepared (unstacked)
+        # params of a scanned model (`prepare`), and every call with a cache, take the loop over `layers_{i}`
+        stacked = cfg.scan_layers and (self.is_initializing() or self.has_variable("params", "layers"))
+        if stacked and cache is not None:
+            raise ValueError("a scanned model (scan_layers=True) decodes from its layers unstacked, each with its own "
+                             "cache array: pass `transformer.prepare(params)` (what every sampler does) or "
+                             "`unstack_layers(params)` instead of the stacked params.")
+        if stacked:
+            layers = nn.scan(block_class(cfg, scanned=True), variable_axes={"params": 0},
+                             split_rngs={"params": True, "dropout": True}, in_axes=(nn.broadcast,) * 6,
+                             length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: axes.LAYERS})
+            x, _ = layers(cfg, be, name="layers")(x, rope, mask, None, start, deterministic, causal)
+        else:
+            new = []
+            layer_class = block_class(cfg, scanned=False) if cache is None else Block
+            for i in range(cfg.num_layers):
+                x, layer = layer_class(cfg, be, name=f"layers_{i}")(
+                    x, rope, mask, None if cache is None else (cache["k"][i], cache["v"][i]), start, deterministic,
+                    causal)
+                new.append(layer)
+            if cache is not None:
+                cache = {**cache, "k": tuple(k for k, _ in new), "v": tuple(v for _, v in new)}
         x = RMSNorm(cfg.norm_eps, dt, name="norm")(x)
         out = dense_param(self, be, "output", (cfg.dim, cfg.vocab_size), (axes.EMBED, axes.VOCAB),
                           init=nn.initializers.zeros)
-        image_head = lambda h: be.dense(h, out.astype(dt), 1, (cfg.vocab_size,), out_dtype=jnp.float32
-                                        ).astype(jnp.float32)
+        image_head = lambda h: constrain(be.dense(h, out.astype(dt), 1, (cfg.vocab_size,), out_dtype=jnp.float32
+                                                  ).astype(jnp.float32), ACT_VOCAB)
         if not cfg.text_head:
             return image_head(x), cache
         text_out = dense_param(self, be, "text_output", (cfg.dim, cfg.text_vocab_size), (axes.EMBED, axes.VOCAB),
                                init=nn.initializers.zeros)
-        text_head = lambda h: be.dense(h, text_out.astype(dt), 1, (cfg.text_vocab_size,), out_dtype=jnp.float32
-                                       ).astype(jnp.float32)
+        text_head = lambda h: constrain(be.dense(h, text_out.astype(dt), 1, (cfg.text_vocab_size,),
+                                                 out_dtype=jnp.float32).astype(jnp.float32), ACT_VOCAB)
         if heads == "image":
             return image_head(x), cache
         if heads == "text":

@@ -169,6 +169,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                                         ema_warmup=config.ema_warmup, backend=backend, **both),
                       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, sharding.replicated(mesh)),
                       donate_argnums=0)
+    step_fn = sharding.on_mesh(step_fn, mesh)  # the mesh in context: activations laid out by their logical names
     rows = sharding.process_rows(config.batch_size)
 
     val_key = f"val_{metric}" + ("_ema" if use_ema else "")  # the weights load() reads by default
