@@ -71,7 +71,10 @@ class DemoService:
         shape = "x".join(map(str, self.pipe.tokenizer.image_shape))
         what = {"text": "text-to-image" + (" and image-to-text" if self.captions else ""),
                 "class": f"class-conditional ({self.num_classes} classes)"}.get(self.kind, self.kind)
-        return (f"**{self.workdir.name}**: {what}, {type(cfg).__name__} with {n / 1e6:.2f} M parameters, "
+        family = self.pipe.config.model.get("family", "transformer")
+        size = (f" ({cfg.num_layers} layers, width {cfg.dim})" if hasattr(cfg, "num_layers") and hasattr(cfg, "dim")
+                else "")
+        return (f"**{self.workdir.name}**: {what}, a {family} of {n / 1e6:.2f} M parameters{size}, "
                 f"{shape} images; checkpoint {self.pipe.weights}; device {device_name()}.")
 
     def defaults(self) -> dict[str, Any]:
