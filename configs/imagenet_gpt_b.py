@@ -98,6 +98,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.sampling.cfg_scale = 4.0
     c.sampling.greedy = False
 
+    c.loader = common.loader(views="ten_crop")  # LlamaGen's ten crops; train on shards: python -m ar_jax.data.tokenize
     c.mesh = common.mesh()  # every device splits the batch; fsdp > 1 shards parameters along embed (GPT-L and up)
     c.backend = common.backend()  # "cudnn" on GPUs, "splash" on TPUs
     if variant == "smoke":  # the same recipe over the codes of imagenet_vq16:smoke (32 px shapes, tiny model)
