@@ -30,15 +30,15 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path, monkeypatch):
     config = smoke_config(num_train_steps=8, checkpoint_every=3, log_every=1, eval_every=4)
     straight = trainer.train_and_evaluate(config, tmp_path / "straight")
 
-    real = trainer.batch_indices
-    def crash_at_6(n, bs, seed, step):
+    real = trainer.next_batch
+    def crash_at_6(loader, mesh, step):
         if step == 6:
             raise KeyboardInterrupt("simulated kill")
-        return real(n, bs, seed, step)
-    monkeypatch.setattr(trainer, "batch_indices", crash_at_6)
+        return real(loader, mesh, step)
+    monkeypatch.setattr(trainer, "next_batch", crash_at_6)
     with pytest.raises(KeyboardInterrupt):
         trainer.train_and_evaluate(config, tmp_path / "resumed")
-    monkeypatch.setattr(trainer, "batch_indices", real)
+    monkeypatch.setattr(trainer, "next_batch", real)
     # the newest two (keep_checkpoints=2) and the best by validation, here step 4 (the only one evaluated)
     assert sorted(p.name for p in (tmp_path / "resumed/checkpoints").iterdir() if p.name.isdigit()) == ["4", "6"]
     resumed = trainer.train_and_evaluate(config, tmp_path / "resumed")

@@ -95,6 +95,17 @@ def iterator(ds: grain.MapDataset, read_threads: int = 0, prefetch: int = 0, wor
     return iter(it_ds)
 
 
+def skip(it: grain.DatasetIterator, num_batches: int) -> None:
+    """Move a fresh iterator `num_batches` batches on (a checkpoint saved without the loader's state): the position
+    is set directly where Grain's state is a plain index, else the batches are read and dropped."""
+    state = it.get_state()
+    if set(state) == {"next_index"}:
+        it.set_state({"next_index": state["next_index"] + num_batches})
+        return
+    for _ in range(num_batches):
+        next(it)
+
+
 class DataState:
     """A snapshot of an iterator's position for orbax: Grain's checkpoint handler saves `get_state()` (JSON bytes)
     at save time, whatever the iterator did since."""

@@ -133,14 +133,6 @@ class ShardSource:
     def __repr__(self) -> str:
         return f"ShardSource({self.directory}, {self.split!r}, {len(self)} records)"
 
-    def read_all(self, view: int = 0) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-        """Every record's `view` (tokens int32 `[N, T]`), labels int32 `[N]`, captions (or None): for small splits."""
-        records = [decode_record(self[i]) for i in range(len(self))]
-        tokens = np.stack([r["codes"][view] for r in records]).astype(np.int32) if records else None
-        labels = np.asarray([r["label"] for r in records], np.int32)
-        captions = [r["caption"] for r in records] if records and "caption" in records[0] else None
-        return tokens, labels, captions
-
 
 def _finished_count(path: Path) -> int:
     done = done_path(path)

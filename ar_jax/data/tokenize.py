@@ -121,7 +121,7 @@ def tokenize(config: ml_collections.ConfigDict, out: str | Path, records_per_sha
     if not 0 <= process_index < process_count:
         raise ValueError(f"--process_index {process_index} must be in 0..{process_count - 1} (--process_count).")
     if config.tokenizer.kind == "palette" and palette_workdir is None:
-        raise ValueError("a palette tokenizer is fitted by its run: pass --palette_workdir W (a palette run's workdir).")
+        raise ValueError("a palette tokenizer is fitted by its run: pass --palette_workdir W (that run's workdir).")
     tokenizer = builders.make_tokenizer(config, palette_workdir)
     shape = tuple(int(v) for v in config.data.image_shape)
     out = Path(out)

@@ -11,7 +11,7 @@ from typing import Any
 import grain
 import jax
 import orbax.checkpoint as ocp
-from orbax.checkpoint.checkpoint_managers import preservation_policy
+from orbax.checkpoint.checkpoint_managers import preservation_policy, save_decision_policy
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_ITEM = "default"  # the train state's item: the directory orbax used for single-item checkpoints
@@ -49,10 +49,14 @@ class Checkpointer:
             preservation_policy.LatestN(n=keep),
             preservation_policy.BestN(get_metric_fn=_validation, reverse=True, n=1,
                                       keep_checkpoints_without_metrics=False)])
+        saves = save_decision_policy.AnySavePolicy([save_decision_policy.FixedIntervalPolicy(save_every),
+                                                    save_decision_policy.PreemptionCheckpointingPolicy()])
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(
-                create=True, save_interval_steps=save_every, best_fn=_validation, best_mode="min", preservation_policy=policy),
-            item_handlers={STATE_ITEM: ocp.PyTreeCheckpointHandler(), DATA_ITEM: grain.checkpoint.CheckpointHandler()})
+                create=True, save_decision_policy=saves, best_fn=_validation, best_mode="min",
+                preservation_policy=policy),
+            item_handlers={STATE_ITEM: ocp.PyTreeCheckpointHandler(),
+                           DATA_ITEM: grain.checkpoint.CheckpointHandler()})
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
