@@ -91,6 +91,10 @@ def iterator(ds: grain.MapDataset, read_threads: int = 0, prefetch: int = 0, wor
     `workers` > 0 reads in that many processes (`mp_prefetch`)."""
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch))
     if workers:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; scripts here parse their own (argparse)
+            flags.FLAGS.mark_as_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     return iter(it_ds)
 
