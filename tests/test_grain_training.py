@@ -1,0 +1,139 @@
+"""Training through Grain token shards: killed three times and resumed bit-identically, two real processes reading
+disjoint rows, metrics fetched only at log/save/eval steps."""
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from ar_jax.data import tokenize
+from ar_jax.training import trainer
+from ar_jax.training.checkpoints import Checkpointer
+from ar_jax.training.metrics import read_metrics
+from tests.helpers import smoke_config
+from tests.test_reliability import wait_for_step
+
+ROOT = Path(__file__).parent.parent
+STEPS = dict(num_train_steps=40, checkpoint_every=3, log_every=1, eval_every=10)
+
+
+@pytest.fixture(scope="module")
+def digit_shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    tokenize.tokenize(smoke_config(**{"loader.views": "flip"}), out, records_per_shard=400)
+    return out
+
+
+def config(shards, **overrides):
+    return smoke_config(**{**STEPS, "loader.shards": str(shards), **overrides})
+
+
+def lines(workdir):
+    """Every metrics line, without the wall-clock rate."""
+    return [{k: v for k, v in m.items() if k != "steps_per_s"} for m in read_metrics(workdir)]
+
+
+def test_killed_three_times_ends_bit_identical_to_an_uninterrupted_run(tmp_path, digit_shards):
+    straight = trainer.train_and_evaluate(config(digit_shards), tmp_path / "straight")
+    workdir = tmp_path / "killed"
+    cmd = [sys.executable, str(ROOT / "train.py"), "--workdir", str(workdir), "--config",
+           "configs/digits_pixels.py:smoke", f"--config.loader.shards={digit_shards}",
+           *(f"--config.{k}={v}" for k, v in STEPS.items())]
+    rng = random.Random(1)
+    for kill in range(3):
+        with open(tmp_path / f"run{kill}.log", "w") as log:
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            done = [m["step"] for m in read_metrics(workdir) if "loss" in m]
+            wait_for_step(workdir, (max(done) if done else 0) + 2, proc)
+            assert proc.poll() is None, (tmp_path / f"run{kill}.log").read_text()[-3000:]
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        rng.random()
+    assert Checkpointer(workdir).latest_step() < STEPS["num_train_steps"]
+    resumed = trainer.train_and_evaluate(config(digit_shards), workdir)
+    jax.tree.map(np.testing.assert_array_equal, resumed.params, straight.params)
+    jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, straight.opt_state)
+    jax.tree.map(np.testing.assert_array_equal, resumed.ema_params, straight.ema_params)
+    assert lines(workdir) == lines(tmp_path / "straight")
+
+
+def test_metrics_are_fetched_only_at_log_save_and_eval_steps(tmp_path, digit_shards, monkeypatch):
+    fetched, real = [], trainer._fetch
+    steps = []
+
+    def counting(tree):
+        fetched.append(len(steps))
+        return real(tree)
+
+    def batch(loader, mesh, step):
+        steps.append(step)
+        return real_batch(loader, mesh, step)
+
+    real_batch = trainer.next_batch
+    monkeypatch.setattr(trainer, "_fetch", counting)
+    monkeypatch.setattr(trainer, "next_batch", batch)
+    trainer.train_and_evaluate(config(digit_shards, num_train_steps=12, log_every=4, eval_every=12,
+                                      checkpoint_every=6, validation_fraction=0.0), tmp_path)
+    assert steps == list(range(12))
+    assert fetched == [4, 6, 8, 12]  # one transfer at each step that logs, saves or evaluates; none in between
+    assert [m["step"] for m in read_metrics(tmp_path) if "loss" in m] == [4, 8, 12]
+    assert sorted(Checkpointer(tmp_path).manager.all_steps()) == [6, 12]
+
+
+def test_a_non_finite_step_found_at_a_later_fetch_is_named_and_nothing_after_it_is_saved(tmp_path, digit_shards,
+                                                                                         monkeypatch):
+    steps, real = [], trainer.next_batch
+    monkeypatch.setattr(trainer, "next_batch", lambda loader, mesh, step: steps.append(step) or real(loader, mesh,
+                                                                                                     step))
+    c = config(digit_shards, num_train_steps=20, checkpoint_every=10, log_every=10,
+               **{"optimizer.learning_rate": 1e30, "optimizer.grad_clip": 1e30})
+    with pytest.raises(FloatingPointError, match=r"at step 2 \(loss, gradients"):  # step 1's learning rate is 0
+        trainer.train_and_evaluate(c, tmp_path)
+    assert len(steps) == 10  # found at the first fetch, step 10's, and named by its own step
+    assert Checkpointer(tmp_path).latest_step() is None  # step 10 was to be saved: it is not
+
+
+def test_two_processes_read_disjoint_rows_and_match_one_process(tmp_path, digit_shards, monkeypatch):
+    from tests.sharded_run import config as sharded_config
+
+    rows, real = [], trainer.next_batch
+
+    def recording(loader, mesh, step):
+        batch = real(loader, mesh, step)
+        rows.append(np.asarray(batch["tokens"]))
+        return batch
+
+    monkeypatch.setattr(trainer, "next_batch", recording)
+    one = sharded_config()
+    one.loader.shards = str(digit_shards)
+    trainer.train_and_evaluate(one, tmp_path / "one")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests/multiprocess_run.py"), str(port), str(i),
+                               str(tmp_path / "two"), str(digit_shards)], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
+    got = json.loads((tmp_path / "two/multiprocess.json").read_text())
+    assert (got["devices"], got["processes"]) == (4, 2)
+    shares = [np.load(tmp_path / f"two/rows_{p}.npy") for p in range(2)]  # [steps, 4, 64] each
+    assert shares[0].shape == (3, 4, 64)
+    np.testing.assert_array_equal(np.concatenate(shares, axis=1), np.stack(rows))  # disjoint halves of each batch
+    np.testing.assert_allclose(got["losses"], [m["loss"] for m in read_metrics(tmp_path / "one") if "loss" in m],
+                               rtol=1e-5)
+    saved = sorted(p.name for p in (tmp_path / "two/checkpoints/3/data").iterdir())
+    assert saved == ["process_0-of-2.json", "process_1-of-2.json"]  # each host's loader position
