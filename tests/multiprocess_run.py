@@ -1,4 +1,4 @@
-"""Driver for the two-process tests: `python tests/multiprocess_run.py PORT PROCESS_ID WORKDIR [SHARDS]`.
+"""Driver for the two-process tests: `python tests/multiprocess_run.py PORT PROCESS_ID WORKDIR [SHARDS [STEPS]]`.
 
 Each process has 2 forced CPU devices; jax.distributed joins them into one 4-device mesh over 127.0.0.1. With
 SHARDS the run reads those token shards through Grain, and each process saves the tokens of the rows it read
@@ -15,7 +15,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 
-def main(port: str, pid: str, workdir: str, shards: str = "") -> None:
+def main(port: str, pid: str, workdir: str, shards: str = "", steps: str = "") -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=int(pid))
     from ar_jax.training import trainer
@@ -33,6 +33,8 @@ def main(port: str, pid: str, workdir: str, shards: str = "") -> None:
     trainer.next_batch = recording
     c = config((-1, 1, 1))
     c.loader.shards = shards
+    if steps:
+        c.num_train_steps = int(steps)
     trainer.train_and_evaluate(c, workdir)
     np.save(Path(workdir) / f"rows_{jax.process_index()}.npy", np.stack(rows))
     if jax.process_index() == 0:

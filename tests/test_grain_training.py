@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -41,22 +42,34 @@ def lines(workdir):
     return [{k: v for k, v in m.items() if k != "steps_per_s"} for m in read_metrics(workdir)]
 
 
+def wait_for_checkpoint(workdir, after, proc, timeout=180):
+    """The step of the first finished checkpoint newer than `after` (orbax writes commit_success.txt last)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        done = [int(p.parent.name) for p in (workdir / "checkpoints").glob("*/commit_success.txt")
+                if p.parent.name.isdigit() and int(p.parent.name) > after]
+        if done:
+            return min(done)
+        assert proc.poll() is None, f"training exited early with code {proc.returncode}"
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint after step {after} within {timeout}s")
+
+
 def test_killed_three_times_ends_bit_identical_to_an_uninterrupted_run(tmp_path, digit_shards):
     straight = trainer.train_and_evaluate(config(digit_shards), tmp_path / "straight")
     workdir = tmp_path / "killed"
     cmd = [sys.executable, str(ROOT / "train.py"), "--workdir", str(workdir), "--config",
            "configs/digits_pixels.py:smoke", f"--config.loader.shards={digit_shards}",
            *(f"--config.{k}={v}" for k, v in STEPS.items())]
-    rng = random.Random(1)
-    for kill in range(3):
+    rng, saved = random.Random(1), 0
+    for kill in range(3):  # each run is killed at a random moment after it saved a newer checkpoint
         with open(tmp_path / f"run{kill}.log", "w") as log:
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            done = [m["step"] for m in read_metrics(workdir) if "loss" in m]
-            wait_for_step(workdir, (max(done) if done else 0) + 2, proc)
+            saved = wait_for_checkpoint(workdir, saved, proc)
+            time.sleep(rng.uniform(0.0, 0.5))
             assert proc.poll() is None, (tmp_path / f"run{kill}.log").read_text()[-3000:]
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-        rng.random()
     assert Checkpointer(workdir).latest_step() < STEPS["num_train_steps"]
     resumed = trainer.train_and_evaluate(config(digit_shards), workdir)
     jax.tree.map(np.testing.assert_array_equal, resumed.params, straight.params)
@@ -135,5 +148,29 @@ def test_two_processes_read_disjoint_rows_and_match_one_process(tmp_path, digit_
     np.testing.assert_array_equal(np.concatenate(shares, axis=1), np.stack(rows))  # disjoint halves of each batch
     np.testing.assert_allclose(got["losses"], [m["loss"] for m in read_metrics(tmp_path / "one") if "loss" in m],
                                rtol=1e-5)
-    saved = sorted(p.name for p in (tmp_path / "two/checkpoints/3/data").iterdir())
+    saved = sorted(p.name for p in (tmp_path / "two/checkpoints/3/data").glob("process_*"))
     assert saved == ["process_0-of-2.json", "process_1-of-2.json"]  # each host's loader position
+
+
+def test_sigterm_to_one_of_two_processes_saves_the_same_step_on_both(tmp_path, digit_shards):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests/multiprocess_run.py"), str(port), str(i),
+                               str(tmp_path), str(digit_shards), "60"], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    try:
+        wait_for_step(tmp_path, 4, procs[0], timeout=240)
+        procs[1].send_signal(signal.SIGTERM)  # one host is told to stop: orbax's sync point stops both
+        outs = [p.communicate(timeout=240)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
+    said = [[ln for ln in o.splitlines() if ln.startswith("preempted (SIGTERM) at step")] for o in outs]
+    assert said[0] == said[1] and len(said[0]) == 1, said
+    step = int(said[0][0].split()[4].rstrip(":"))
+    assert 4 <= step < 60 and Checkpointer(tmp_path).latest_step() == step
+    assert sorted(p.name for p in (tmp_path / f"checkpoints/{step}/data").glob("process_*")) == [
+        "process_0-of-2.json", "process_1-of-2.json"]
