@@ -6,7 +6,6 @@ a seeded `random_map` (e.g. the augmentation view of a token shard record) keyed
 global stream, then this process's contiguous block of rows of each global batch. The examples of global batch
 `s` and their rows are the same for any number of processes, so a run on N hosts trains on exactly the batches
 of a run on one. `iterator(...)` is its checkpointable iterator (Grain state: the position in the stream).
-`batch_indices` is the index sampler the VQ tokenizer trainer still uses (its images are in memory).
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from typing import Any
 
 import grain
 import jax
-import numpy as np
 
 
 class ArraySource(grain.sources.RandomAccessDataSource):
@@ -119,19 +117,3 @@ class DataState:
 
     def get_state(self) -> bytes:
         return json.dumps(self.state).encode()
-
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The order of the n examples in one epoch."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
-
-
-def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
-    """Indices `[batch_size]` of the examples of global batch `step`; epochs are reshuffled per seed."""
-    pos = step * batch_size + np.arange(batch_size)
-    epochs, offsets = np.divmod(pos, n)
-    out = np.empty(batch_size, np.int64)
-    for e in np.unique(epochs):
-        sel = epochs == e
-        out[sel] = epoch_permutation(n, seed, int(e))[offsets[sel]]
-    return out
