@@ -174,3 +174,34 @@ def test_sigterm_to_one_of_two_processes_saves_the_same_step_on_both(tmp_path, d
     assert 4 <= step < 60 and Checkpointer(tmp_path).latest_step() == step
     assert sorted(p.name for p in (tmp_path / f"checkpoints/{step}/data").glob("process_*")) == [
         "process_0-of-2.json", "process_1-of-2.json"]
+
+
+def test_a_run_trained_both_ways_reads_captions_and_views_from_vq_shards(tmp_path):
+    from ar_jax.config import load_config_file
+    from ar_jax.data import shards
+    from ar_jax.data.sources import get_dataset
+
+    trainer.train_and_evaluate(load_config_file("configs/scenes_vq.py:smoke"), tmp_path / "vq")
+    config = load_config_file("configs/scenes_any.py:smoke")
+    config.unlock()
+    config.tokenizer.workdir = str(tmp_path / "vq")
+    config.loader.views = "flip"
+    config.lock()
+    tokenize.tokenize(config, tmp_path / "shards", records_per_shard=40)
+    data = get_dataset(config.data)
+    src = shards.ShardSource(tmp_path / "shards")
+    assert [shards.decode_record(src[i])["caption"] for i in range(len(src))] == list(data.train_captions)
+    assert shards.decode_record(src[0])["codes"].shape == (2, 64)  # the scene and its mirror, 8x8 codes each
+    config.unlock()
+    config.loader.shards = str(tmp_path / "shards")
+    config.lock()
+    trainer.train_and_evaluate(config, tmp_path / "any")
+    rows = read_metrics(tmp_path / "any")
+    assert any("text_loss" in r and "image_loss" in r for r in rows)
+    assert any("test_caption_nll" in r and np.isfinite(r["test_caption_nll"]) for r in rows)
+    index = json.loads((tmp_path / "shards/index.json").read_text())
+    step = index["tokenizer"]["step"]
+    index["tokenizer"]["step"] = step - 1  # shards of an earlier checkpoint of the same tokenizer run
+    (tmp_path / "shards/index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=rf"tokenizer step {step - 1}, but the config's tokenizer has {step}"):
+        trainer.train_and_evaluate(config, tmp_path / "stale")
