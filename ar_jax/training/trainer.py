@@ -96,6 +96,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     `config.validation_fraction` of the training images are held out (fixed by `config.seed`); at every evaluation
     their bits/dim (EMA weights when kept) is logged as `val_*` beside the test split's and saved with a checkpoint
     of that step, and the checkpoint with the lowest is kept beside the newest `config.keep_checkpoints`.
+    Batches come from the Grain loader (the source in memory, or `config.loader.shards`), whose position is saved in
+    every checkpoint; metrics stay on the device until a step that logs, evaluates, samples or saves.
     """
     if config.kind == "vq":
         from ar_jax.training.vq_trainer import train_vq
