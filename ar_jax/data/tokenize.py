@@ -57,7 +57,11 @@ def split_examples(data_config: ml_collections.ConfigDict, split: str) -> tuple[
         from ar_jax.data.tfds_source import image_array_to_pil, make_builder
 
         source = make_builder(data_config).as_data_source(split=data_config[f"tfds_{split}_split"])
-        return len(source), lambda i: (image_array_to_pil(source[i]["image"]), int(source[i]["label"]), None)
+
+        def example(i: int) -> tuple:
+            record = source[i]  # decoded once
+            return image_array_to_pil(record["image"]), int(record["label"]), None
+        return len(source), example
     from ar_jax.data.sources import get_dataset
 
     data = get_dataset(data_config)

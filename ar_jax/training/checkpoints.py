@@ -100,7 +100,7 @@ class Checkpointer:
         try:
             self.manager.restore(step, args=ocp.args.Composite(**{DATA_ITEM: grain.checkpoint.CheckpointRestore(
                 iterator)}))
-        except ValueError as e:
+        except Exception as e:  # noqa: BLE001 - e.g. saved by another number of processes: the caller repositions
             logging.warning("checkpoint %s has no data state for this process (%s).", directory, e)
             return False
         return True
