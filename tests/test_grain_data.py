@@ -125,6 +125,9 @@ def test_iterator_state_saved_in_a_checkpoint_gives_the_same_batches(tmp_path, w
         jax.tree.map(np.testing.assert_array_equal, next(fresh), want)
     assert not ckpt.restore_data(12, fresh)  # no such step: the caller is told
     ckpt.close()
+    skipped = pipeline.iterator(ds, read_threads=2, prefetch=3, workers=workers)
+    pipeline.skip(skipped, 7)  # a checkpoint without the loader's state: positioned by its step
+    jax.tree.map(np.testing.assert_array_equal, next(skipped), ref[7])
 
 
 def test_shards_of_another_tokenizer_are_refused(digit_shards):

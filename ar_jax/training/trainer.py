@@ -221,7 +221,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if val_tokens is not None and start and is_eval_step(start) and ckpt.metrics(start) is None:
         # stopped during the evaluation of `start` (its checkpoint saved without it): evaluate it now, so that the
         # best checkpoint is chosen among every evaluation, as in an uninterrupted run
-        ckpt.save(start, state, ranking(evaluate(start)))
+        ckpt.save(start, state, ranking(evaluate(start)), data=pipeline.DataState(loader))
 
     bar = tqdm(total=config.num_train_steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
                disable=not lead)
