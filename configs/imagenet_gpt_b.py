@@ -13,10 +13,14 @@ autoregressive/sample/sample_c2i.py): dim 768, 12 layers, 12 heads, SwiGLU width
 2-D RoPE, one class token, vocab 16384, 256 tokens, class dropout 0.1 (the null class for CFG), token dropout
 0.1, residual/FFN dropout 0.1, AdamW lr 1e-4 constant, betas (0.9, 0.95), weight decay 0.05 on matrices, grad
 clip 1.0, global batch 256, 300 epochs (5,004 steps each), bf16 compute, no EMA (LlamaGen's --ema is off by
-default), sampling with CFG 4.0 and top-k 2000. 111 M parameters. Differences: LlamaGen trains on codes
-extracted once from ten-crop + flip augmentations (extract_codes_c2i.py); here each image is one centre crop,
-tokenized once and cached in the tokenizer workdir's token_cache/. The images are held in memory before
-tokenizing (about 252 GB for the whole train split; see configs/imagenet_vq16.py).
+default), sampling with CFG 4.0 and top-k 2000. 111 M parameters. LlamaGen trains on codes extracted once from
+ten-crop augmentations (extract_codes_c2i.py); so does this recipe when its codes are written as token shards
+first and read through Grain (one of ten views per example: five crops of a 1.1x centre crop and their mirrors):
+    python -m ar_jax.data.tokenize --config configs/imagenet_gpt_b.py --out /data/imagenet_codes
+    python train.py --config configs/imagenet_gpt_b.py --workdir runs/imagenet_gpt_b \
+        --config.loader.shards=/data/imagenet_codes
+Without shards each image is one centre crop, held in memory (about 252 GB for the whole train split; see
+configs/imagenet_vq16.py) and tokenized once into the tokenizer workdir's token_cache/.
 Hardware assumed: data parallel over 8+ accelerators (e.g. 8 A100/H100 or a TPU v4-16); the 111 M parameters and
 their AdamW moments (1.3 GB) fit on every device, so `config.mesh` only splits the batch; for the larger
 LlamaGen sizes set --config.mesh.fsdp. Expected throughput (our estimate, not measured): 6 x 111 M parameters x
@@ -100,6 +104,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.sampling.cfg_scale = 4.0
     c.sampling.greedy = False
 
+    c.loader = common.loader(views="ten_crop")  # LlamaGen's ten crops; train on shards: python -m ar_jax.data.tokenize
     c.mesh = common.mesh()  # every device splits the batch; fsdp > 1 shards parameters along embed (GPT-L and up)
     c.backend = common.backend()  # "cudnn" on GPUs, "splash" on TPUs
     if variant == "smoke":  # the same recipe over the codes of imagenet_vq16:smoke (32 px shapes, tiny model)

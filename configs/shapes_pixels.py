@@ -85,6 +85,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.samples_per_class = 2  # columns of the final samples.png grid (3,072 tokens each)
     c.sample_every = 0  # steps between sample grids in TensorBoard (0: only at the end)
 
+    c.loader = common.loader()  # Grain batches from the in-memory source (or token shards: loader.shards)
     c.mesh = common.mesh()  # devices as (data, fsdp, tensor); data takes all by default
     c.backend = common.backend()  # platform choices: training/prefill attention
 

@@ -9,6 +9,7 @@ restarts). Then `ar_jax.load("runs/shapes_vq")` encodes/decodes, configs/shapes_
 `configs/shapes_vq.py:smoke` shrinks everything for tests.
 """
 
+import common
 import ml_collections
 
 
@@ -74,6 +75,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 1e-4  # decoupled (AdamW), on matrices/kernels only
     c.optimizer.grad_clip = 1.0  # global-norm clipping
 
+    c.loader = common.loader()  # Grain batches of the in-memory images (ar_jax/data/pipeline.py)
     c.mesh = ml_collections.ConfigDict()  # data parallel: the batch is split over data x fsdp, the state replicated
     c.mesh.data = -1  # data-parallel devices (-1: all the rest)
     c.mesh.fsdp = 1  # (the tokenizer trainer does not shard parameters: fsdp acts as more data parallelism)

@@ -13,11 +13,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent.parent))  # this checkout's ar_jax, not an installed one
+
 MESHES = [(2, 2, 2)]  # data, fsdp and tensor together (pure data parallelism: test_sharding's spec_for test)
 
 
 def config(mesh=(1, 1, 1)):
-    sys.path.insert(0, str(Path(__file__).parent.parent))
     from tests.helpers import smoke_config
 
     return smoke_config(num_train_steps=3, log_every=1, eval_every=3, checkpoint_every=3, batch_size=8,

@@ -40,17 +40,17 @@ def test_ema_update_follows_its_formula(tmp_path):
 def test_ema_survives_resume_and_is_the_default_for_sampling(tmp_path, monkeypatch):
     config = smoke_config(num_train_steps=6, ema_decay=0.9, checkpoint_every=2)
     straight = trainer.train_and_evaluate(config, tmp_path / "a")
-    real = trainer.batch_indices
+    real = trainer.next_batch
 
-    def crash(n, bs, seed, step):
+    def crash(loader, mesh, step):
         if step == 3:
             raise KeyboardInterrupt
-        return real(n, bs, seed, step)
+        return real(loader, mesh, step)
 
-    monkeypatch.setattr(trainer, "batch_indices", crash)
+    monkeypatch.setattr(trainer, "next_batch", crash)
     with pytest.raises(KeyboardInterrupt):
         trainer.train_and_evaluate(config, tmp_path / "b")
-    monkeypatch.setattr(trainer, "batch_indices", real)
+    monkeypatch.setattr(trainer, "next_batch", real)
     resumed = trainer.train_and_evaluate(config, tmp_path / "b")
     jax.tree.map(np.testing.assert_array_equal, resumed.ema_params, straight.ema_params)
     ema, raw = ar_jax.load(tmp_path / "b", weights="latest"), ar_jax.load(tmp_path / "b", weights="raw")

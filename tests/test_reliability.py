@@ -95,17 +95,17 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path, straight):
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, straight, caplog, monkeypatch):
-    real = trainer.batch_indices
+    real = trainer.next_batch
 
-    def crash_at_9(n, bs, seed, step):
+    def crash_at_9(loader, mesh, step):
         if step == 9:
             raise KeyboardInterrupt("simulated crash")
-        return real(n, bs, seed, step)
+        return real(loader, mesh, step)
 
-    monkeypatch.setattr(trainer, "batch_indices", crash_at_9)
+    monkeypatch.setattr(trainer, "next_batch", crash_at_9)
     with pytest.raises(KeyboardInterrupt):
         trainer.train_and_evaluate(overrides_config(), tmp_path)
-    monkeypatch.setattr(trainer, "batch_indices", real)
+    monkeypatch.setattr(trainer, "next_batch", real)
     for f in (tmp_path / "checkpoints/9").rglob("*"):
         if f.is_file() and f.stat().st_size > 64 and f.parent.name == "d":
             f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # truncate the array data

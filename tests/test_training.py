@@ -8,7 +8,7 @@ import pytest
 
 import ar_jax
 from ar_jax.config import apply_overrides, load_config_file
-from ar_jax.data.pipeline import batch_indices
+from ar_jax.data import pipeline
 from ar_jax.decode import sampling
 from ar_jax.training import trainer
 from ar_jax.training.metrics import read_metrics
@@ -30,15 +30,15 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path, monkeypatch):
     config = smoke_config(num_train_steps=8, checkpoint_every=3, log_every=1, eval_every=4)
     straight = trainer.train_and_evaluate(config, tmp_path / "straight")
 
-    real = trainer.batch_indices
-    def crash_at_6(n, bs, seed, step):
+    real = trainer.next_batch
+    def crash_at_6(loader, mesh, step):
         if step == 6:
             raise KeyboardInterrupt("simulated kill")
-        return real(n, bs, seed, step)
-    monkeypatch.setattr(trainer, "batch_indices", crash_at_6)
+        return real(loader, mesh, step)
+    monkeypatch.setattr(trainer, "next_batch", crash_at_6)
     with pytest.raises(KeyboardInterrupt):
         trainer.train_and_evaluate(config, tmp_path / "resumed")
-    monkeypatch.setattr(trainer, "batch_indices", real)
+    monkeypatch.setattr(trainer, "next_batch", real)
     # the newest two (keep_checkpoints=2) and the best by validation, here step 4 (the only one evaluated)
     assert sorted(p.name for p in (tmp_path / "resumed/checkpoints").iterdir() if p.name.isdigit()) == ["4", "6"]
     resumed = trainer.train_and_evaluate(config, tmp_path / "resumed")
@@ -119,12 +119,13 @@ def test_bad_training_config_values():
 
 
 def test_data_order_is_a_pure_function_of_seed_and_step():
-    a = [batch_indices(100, 32, 0, s) for s in range(10)]
-    b = [batch_indices(100, 32, 0, s) for s in range(10)]
+    source = pipeline.ArraySource({"i": np.arange(100)})
+    a = [pipeline.batches(source, 32, 0)[s]["i"] for s in range(10)]
+    b = [pipeline.batches(source, 32, 0)[s]["i"] for s in range(10)]
     np.testing.assert_array_equal(np.stack(a), np.stack(b))
     flat = np.concatenate(a[:3] + [a[3][:4]])  # the first 100 examples form one epoch
     assert sorted(flat.tolist()) == list(range(100))
-    assert not np.array_equal(batch_indices(100, 32, 1, 0), a[0])
+    assert not np.array_equal(pipeline.batches(source, 32, 1)[0]["i"], a[0])
 
 
 def test_tensorboard_events_hold_scalars_and_sample_images(tmp_path):

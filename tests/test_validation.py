@@ -102,18 +102,18 @@ def test_killed_run_resumes_from_the_latest_and_still_knows_the_best(tmp_path, m
     straight = trainer.train_and_evaluate(config(), tmp_path / "straight")
 
     calls = shifted_validation(monkeypatch)
-    real = trainer.batch_indices
+    real = trainer.next_batch
 
-    def crash_at_9(n, bs, seed, step):
+    def crash_at_9(loader, mesh, step):
         if step == 9:
             raise KeyboardInterrupt("simulated kill")
-        return real(n, bs, seed, step)
+        return real(loader, mesh, step)
 
-    monkeypatch.setattr(trainer, "batch_indices", crash_at_9)
+    monkeypatch.setattr(trainer, "next_batch", crash_at_9)
     with pytest.raises(KeyboardInterrupt):
         trainer.train_and_evaluate(config(), tmp_path / "resumed")
     assert len(calls) == 4 and steps_on_disk(tmp_path / "resumed") == [6, 9]  # latest (the crash) and best
-    monkeypatch.setattr(trainer, "batch_indices", real)
+    monkeypatch.setattr(trainer, "next_batch", real)
     resumed = trainer.train_and_evaluate(config(), tmp_path / "resumed")
 
     jax.tree.map(np.testing.assert_array_equal, resumed.params, straight.params)

@@ -1,5 +1,5 @@
 """Checkpoints through orbax's CheckpointManager: atomic saves, the newest K and the best by validation, restore by
-shape."""
+shape, and the Grain data iterator's position beside the train state (an orbax Composite of two items)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grain
 import jax
 import orbax.checkpoint as ocp
-from orbax.checkpoint.checkpoint_managers import preservation_policy
+from orbax.checkpoint.checkpoint_managers import preservation_policy, save_decision_policy
 
 CHECKPOINT_DIR = "checkpoints"
+STATE_ITEM = "default"  # the train state's item: the directory orbax used for single-item checkpoints
+DATA_ITEM = "data"  # the data iterator's item (Grain's handler: one process_<i>-of-<n>.json per process)
 BEST_METRIC = "validation"  # key of a checkpoint's metrics that ranks it (lower is better)
 
 
@@ -35,19 +38,25 @@ class Checkpointer:
 
     Orbax's preservation policies keep the newest `keep` checkpoints (resume reads the latest) and, beside them, the
     one with the lowest `metrics["validation"]` (its `best_fn`, `best_mode="min"`); saves without metrics are never
-    the best. `best_step()` and `metrics(step)` read what is on disk, so a resumed run still knows the best.
+    the best. `best_step()` and `metrics(step)` read what is on disk, so a resumed run still knows the best. A save
+    may carry the data iterator's state (`data=`, Grain's checkpoint handler); `restore_data` reads it back. Saves
+    and preemption are agreed by every host (`should_save`, `reached_preemption`: orbax's multi-host sync point).
     """
 
-    def __init__(self, workdir: str | Path, keep: int = 2):
+    def __init__(self, workdir: str | Path, keep: int = 2, save_every: int = 1):
         self.directory = Path(workdir).absolute() / CHECKPOINT_DIR
         policy = preservation_policy.AnyPreservationPolicy([
             preservation_policy.LatestN(n=keep),
             preservation_policy.BestN(get_metric_fn=_validation, reverse=True, n=1,
                                       keep_checkpoints_without_metrics=False)])
+        saves = save_decision_policy.AnySavePolicy([save_decision_policy.FixedIntervalPolicy(save_every),
+                                                    save_decision_policy.PreemptionCheckpointingPolicy()])
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(
-                create=True, best_fn=_validation, best_mode="min", preservation_policy=policy),
-            item_handlers=ocp.PyTreeCheckpointHandler())
+                create=True, save_decision_policy=saves, best_fn=_validation, best_mode="min",
+                preservation_policy=policy),
+            item_handlers={STATE_ITEM: ocp.PyTreeCheckpointHandler(),
+                           DATA_ITEM: grain.checkpoint.CheckpointHandler()})
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -60,15 +69,41 @@ class Checkpointer:
         """The metrics saved with the checkpoint at `step` (`{"validation": ..., ...}`), or None."""
         return self.manager.metrics(step)
 
-    def save(self, step: int, state: Any, metrics: dict[str, float] | None = None) -> None:
-        """Start an (async) save at `step`, with `metrics` (`{"validation": ...}` ranks it); a step already saved is
-        skipped, unless it lacks the metrics now given, in which case it is saved again with them."""
+    def save(self, step: int, state: Any, metrics: dict[str, float] | None = None, data: Any = None) -> None:
+        """Start an (async) save at `step`, with `metrics` (`{"validation": ...}` ranks it) and the data iterator's
+        state `data` (a Grain iterator, or `pipeline.DataState`); a step already saved is skipped, unless it lacks the
+        metrics now given, in which case it is saved again with them."""
         if step in self.manager.all_steps():
             if metrics is None or self.metrics(step) is not None:
                 return
             self.manager.wait_until_finished()
             self.manager.delete(step)  # orbax cannot add metrics to a saved step; the state is the same
-        self.manager.save(step, args=ocp.args.PyTreeSave(state), metrics=metrics)
+        items = {STATE_ITEM: ocp.args.PyTreeSave(state)}
+        if data is not None:
+            items[DATA_ITEM] = grain.checkpoint.CheckpointSave(data)
+        self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+    def should_save(self, step: int) -> bool:
+        """Whether every host saves at `step` now: orbax's decision, which includes the preemption sync point."""
+        return self.manager.should_save(step)
+
+    def reached_preemption(self, step: int) -> bool:
+        """True on every host at the same step once any host was told to stop (SIGTERM; jax.distributed runs)."""
+        return self.manager.reached_preemption(step)
+
+    def restore_data(self, step: int, iterator: Any) -> bool:
+        """Set `iterator` to the position saved with `step`; False (iterator untouched) when the checkpoint has no
+        data state for this process (saved before the Grain loader, or by another number of processes)."""
+        directory = self.directory / str(step) / DATA_ITEM
+        if not directory.is_dir():
+            return False
+        try:
+            self.manager.restore(step, args=ocp.args.Composite(**{DATA_ITEM: grain.checkpoint.CheckpointRestore(
+                iterator)}))
+        except Exception as e:  # noqa: BLE001 - e.g. saved by another number of processes: the caller repositions
+            logging.warning("checkpoint %s has no data state for this process (%s).", directory, e)
+            return False
+        return True
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -86,8 +121,8 @@ class Checkpointer:
         for s in steps:
             self._check_shapes(s, abstract)
             try:
-                return self.manager.restore(s, args=ocp.args.PyTreeRestore(
-                    item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)))
+                return self.manager.restore(s, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.PyTreeRestore(
+                    item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))}))[STATE_ITEM]
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back to an older one
                 self._quarantine(s, e)
         raise ValueError(f"no readable checkpoint in {self.directory} (tried steps {steps}).")
@@ -109,10 +144,10 @@ class Checkpointer:
         for s in steps:
             self._check_shapes(s, abstract, partial=True)
             try:
-                out = self.manager.restore(s, args=ocp.args.PyTreeRestore(
+                out = self.manager.restore(s, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.PyTreeRestore(
                     item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-                    partial_restore=True))
-                return out[item]
+                    partial_restore=True)}))
+                return out[STATE_ITEM][item]
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back to an older one
                 logging.warning("checkpoint %s is unreadable (%s: %s); trying the previous one.",
                                 self.directory / str(s), type(e).__name__, str(e)[:300])
@@ -120,7 +155,7 @@ class Checkpointer:
 
     def _check_shapes(self, step: int, abstract: Any, partial: bool = False) -> None:
         try:
-            meta = self.manager.item_metadata(step)
+            meta = self.manager.item_metadata(step)[STATE_ITEM]
         except Exception:  # noqa: BLE001 - unreadable metadata is handled by restore's fallback
             return
         if meta is None:

@@ -1,5 +1,8 @@
 """Metrics for people and scripts: `workdir/metrics.jsonl` (one JSON object a line) and TensorBoard events
-in `workdir/tensorboard/` (scalars, and sample grids as images)."""
+in `workdir/tensorboard/` (scalars, and sample grids as images).
+
+Not clu's metric writers: their TensorBoard writer needs TensorFlow (or PyTorch), and a resumed run here must drop
+what was logged past the restored step from both files, which they do not do."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ import optax
 from ar_jax import backends, sharding
 from ar_jax.backends import Backend
 from ar_jax.config import diff_keys, read_config, save_config
-from ar_jax.data.pipeline import batch_indices
+from ar_jax.data import pipeline
 from ar_jax.data.sources import get_dataset
 from ar_jax.tokenizers.vq import VQConfig, VQModel, init_params, l2_normalize
 from ar_jax.tokenizers.vq_tokens import vq_config
@@ -265,12 +265,15 @@ def train_vq(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     step_fn = jax.jit(functools.partial(train_step, config=config, cfg=cfg, tx=tx, backend=backend), donate_argnums=0,
                       in_shardings=(rep, sharding.batch_sharding(mesh, 4), rep), out_shardings=(rep, rep),
                       compiler_options=backend.compile_options("conv"))
-    n, t0 = len(data.train_images), time.perf_counter()
-    rows = sharding.process_rows(config.batch_size)
+    t0 = time.perf_counter()
+    loader = pipeline.iterator(pipeline.batches(pipeline.ArraySource({"images": data.train_images}),
+                                                config.batch_size, config.seed),
+                               config.loader.read_threads, config.loader.prefetch, config.loader.workers)
+    if start and not ckpt.restore_data(start, loader):
+        pipeline.skip(loader, start)  # a checkpoint saved before the loader's state was kept
     try:
         for step in range(start, config.num_train_steps):
-            idx = batch_indices(n, config.batch_size, config.seed, step)[rows]
-            images = sharding.put_batch({"images": data.train_images[idx]}, mesh)["images"]
+            images = sharding.put_batch(next(loader), mesh)["images"]
             state, metrics = step_fn(state, images, lpips_params)
             done = step + 1
             if done % config.log_every == 0 or done == config.num_train_steps:
@@ -287,7 +290,7 @@ def train_vq(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
                 if lead:
                     writer.write(done, **scores)
             if done % config.checkpoint_every == 0 or done == config.num_train_steps:
-                ckpt.save(done, state)
+                ckpt.save(done, state, data=pipeline.DataState(loader))
     finally:
         ckpt.wait()
         ckpt.close()
