@@ -192,8 +192,18 @@ def generate(params: Any, cfg: TransformerConfig, draft_params: Any, draft_cfg: 
         raise ValueError(f"k={k} must be an integer in [1, seq_len - 1 = {cfg.seq_len - 1}]: the target checks "
                          "k drafts plus the token before them in one window of the sequence.")
     check_draft(cfg, draft_cfg)
-    SamplingParams(temperature, top_k, top_p, greedy, cfg_scale, min_p, typical_p).validate(cfg.vocab_size)
+    chain = exact_chain(cfg, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+                        greedy=greedy, cfg_scale=cfg_scale)
     cond = conditions.check(cfg, cond)
+    return _speculate(prepare(params), prepare(draft_params), cond, rng, chain, cfg=cfg,
+                      draft_cfg=draft_cfg, k=int(k), greedy=bool(greedy))
+
+
+def exact_chain(cfg: TransformerConfig, *, temperature: float, top_k: int, top_p: float, min_p: float,
+                typical_p: float, greedy: bool, cfg_scale: Any) -> tuple:
+    """The processors whose output distribution a draft-and-verify sampler reproduces exactly (checked first):
+    guidance, then (unless greedy) the warpers."""
+    SamplingParams(temperature, top_k, top_p, greedy, cfg_scale, min_p, typical_p).validate(cfg.vocab_size)
     chain: tuple = ()
     if proc.uses_guidance(cfg_scale):
         if not conditions.has_null(cfg):
@@ -205,5 +215,4 @@ def generate(params: Any, cfg: TransformerConfig, draft_params: Any, draft_cfg: 
                               top_p=np.float32(top_p) if top_p < 1 else None,
                               min_p=np.float32(min_p) if min_p > 0 else None,
                               typical_p=np.float32(typical_p) if typical_p < 1 else None)
-    return _speculate(prepare(params), prepare(draft_params), cond, rng, chain, cfg=cfg,
-                      draft_cfg=draft_cfg, k=int(k), greedy=bool(greedy))
+    return chain
