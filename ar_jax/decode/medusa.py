@@ -62,7 +62,7 @@ def _medusa(prepared: Prepared, heads: Any, cond: Any, rng: Array, chain: tuple,
     p_next, q = probs(logits[:, -1:], zeros[:, None])[:, 0], proposals(hidden[:, -1], zeros)
     buf = jnp.zeros((B, T + K + 1), jnp.int32)  # [B, T + K + 1]: kept tokens, then a round's drafts
     zero = jnp.int32(0)
-    stats = {"proposed": zero, "accepted": zero, "rounds": zero}
+    stats = {"proposed": zero, "accepted": zero, "rounds": zero, "row_rounds": zero}
 
     def round_(carry):
         n, buf, cache, p_next, q, rng, stats = carry  # n [B]: tokens each row has kept
@@ -80,7 +80,8 @@ def _medusa(prepared: Prepared, heads: Any, cond: Any, rng: Array, chain: tuple,
         p_next = at_rows(res, m)
         q = proposals(at_rows(hidden, dup(m)), n + m + 1)
         stats = {"proposed": stats["proposed"] + jnp.where(active, jnp.minimum(K, T - 1 - n), 0).sum(),
-                 "accepted": stats["accepted"] + jnp.where(active, m, 0).sum(), "rounds": stats["rounds"] + 1}
+                 "accepted": stats["accepted"] + jnp.where(active, m, 0).sum(), "rounds": stats["rounds"] + 1,
+                 "row_rounds": stats["row_rounds"] + active.sum()}
         return jnp.where(active, n + m + 1, n), buf, cache, p_next, q, rng, stats
 
     carry = (zeros, buf, cache, p_next, q, rng, stats)
@@ -94,10 +95,12 @@ def generate(params: Any, cfg: TransformerConfig, heads: Any, cond: Any, rng: Ar
     """Sample image tokens `[B, seq_len]` given `cond` from the model (`params`, `cfg`), its Medusa `heads`
     (`ar_jax.models.medusa`) proposing K tokens a forward pass.
 
-    Returns the tokens and totals `{"proposed", "accepted", "rounds"}` (int32 scalars): per round and unfinished row,
-    `proposed` counts the proposals that could still be used (at most K, fewer at the end) and `accepted` those
-    kept; `rounds` counts forward passes after the prefill (until the slowest row is done), so a row of T tokens
-    took `1 + rounds` passes at most. Sampling settings are those of `sampling.generate` (no repetition penalty).
+    Returns the tokens and totals `{"proposed", "accepted", "rounds", "row_rounds"}` (int32 scalars): per round and
+    unfinished row, `proposed` counts the proposals that could still be used (at most K, fewer at the end) and
+    `accepted` those kept; `rounds` counts forward passes after the prefill (until the slowest row is done);
+    `row_rounds` sums the rounds of every row until it was done, so the rows kept `B * seq_len / (B + row_rounds)`
+    tokens a forward pass. Sampling settings are those of `sampling.generate` (no
+    repetition penalty).
     """
     if not cfg.causal:
         raise ValueError("Medusa decoding needs a causal model (causal=True).")

@@ -124,7 +124,8 @@ def _speculate(prepared: Prepared, draft_prepared: Prepared, cond: Any, rng: Arr
         buf = jnp.where(active[:, None], put_rows(buf, tok[:, None], n + m), buf)
         used = jnp.where(active, jnp.minimum(k, T - 1 - n), 0)
         stats = {"proposed": stats["proposed"] + used.sum(),
-                 "accepted": stats["accepted"] + jnp.where(active, m, 0).sum(), "rounds": stats["rounds"] + 1}
+                 "accepted": stats["accepted"] + jnp.where(active, m, 0).sum(), "rounds": stats["rounds"] + 1,
+                 "row_rounds": stats["row_rounds"] + active.sum()}
         return jnp.where(active, n + m + 1, n), buf, stats
 
     # Round 0: prefill the draft with the condition rows, prefill the target with condition rows + drafts.
@@ -138,7 +139,7 @@ def _speculate(prepared: Prepared, draft_prepared: Prepared, cond: Any, rng: Arr
     m, tok = accept(probs(tlogits[:, C - 1:], jnp.broadcast_to(jnp.arange(k + 1), (B, k + 1))), q, drafts, zeros, ka)
     buf = jnp.zeros((B, T + k), jnp.int32).at[:, :k].set(drafts)  # [B, T + k]: tokens, then drafts
     zero = jnp.int32(0)
-    n, buf, stats = finish(zeros, m, tok, buf, {"proposed": zero, "accepted": zero, "rounds": zero})
+    n, buf, stats = finish(zeros, m, tok, buf, {"proposed": zero, "accepted": zero, "rounds": zero, "row_rounds": zero})
 
     def round_(carry):
         n, buf, tcache, dcache, rng, stats = carry  # n [B]: tokens each row has kept
@@ -183,9 +184,10 @@ def generate(params: Any, cfg: TransformerConfig, draft_params: Any, draft_cfg: 
     """Sample image tokens `[B, seq_len]` given `cond` from the target (`params`, `cfg`) with a draft proposing k at
     a time.
 
-    Returns the tokens and acceptance totals `{"proposed", "accepted", "rounds"}` (int32 scalars): per
+    Returns the tokens and acceptance totals `{"proposed", "accepted", "rounds", "row_rounds"}` (int32 scalars): per
     round and unfinished row, `proposed` counts the drafts that could still be used (at most k, fewer at the end)
-    and `accepted` those the row kept; `rounds` counts target calls (until the slowest row is done). Sampling
+    and `accepted` those the row kept; `rounds` counts target calls (until the slowest row is done), `row_rounds`
+    the rounds of every row until it was done (a row keeps `accepted + row_rounds` tokens over them). Sampling
     settings are those of `sampling.generate` (no repetition penalty) and apply to both models' distributions.
     """
     if isinstance(k, bool) or int(k) != k or not 1 <= k < cfg.seq_len:
