@@ -85,7 +85,7 @@ def head_loss(heads: Any, hidden: Array, tokens: Array, scale: Array, temperatur
     target = jnp.take(tokens, jnp.minimum(offset, T - 1), axis=1)  # [B, T, K]
     valid = (offset < T)[None]
     nll = optax.softmax_cross_entropy_with_integer_labels(guided / temperature, target)
-    count = jnp.maximum(valid.sum((0, 1)), 1)
+    count = jnp.maximum(valid.sum((0, 1)) * tokens.shape[0], 1)  # [K] targets of each head in the batch
     per_head = jnp.where(valid, nll, 0.0).sum((0, 1)) / count
     acc = jnp.where(valid, guided.argmax(-1) == target, False).sum((0, 1)) / count
     return per_head.mean(), (per_head, acc)
