@@ -35,9 +35,12 @@ from ar_jax.models.transformer import Transformer, TransformerConfig, init_cache
 Array = jax.Array
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "greedy"))
+PROPOSALS = ("sample", "argmax")  # a head's draft: drawn from its distribution, or its most likely token (point mass)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "greedy", "proposal"))
 def _medusa(prepared: Prepared, heads: Any, cond: Any, rng: Array, chain: tuple, *, cfg: TransformerConfig,
-            greedy: bool) -> tuple[Array, dict[str, Array]]:
+            greedy: bool, proposal: str) -> tuple[Array, dict[str, Array]]:
     """cond (batch B) -> tokens `[B, seq_len]` and totals {proposed, accepted, rounds} (int32 scalars)."""
     model, params = Transformer(cfg, prepared.backend), prepared.params
     B, V, C, T, K = conditions.batch_size(cond), cfg.vocab_size, cfg.prefix_len, cfg.seq_len, medusa.num_heads(heads)
@@ -53,7 +56,8 @@ def _medusa(prepared: Prepared, heads: Any, cond: Any, rng: Array, chain: tuple,
 
     def proposals(hidden: Array, n: Array) -> Array:
         """The heads at the hidden state `[R, dim]` that predicts token n `[B]` -> q for tokens n+1..n+K `[B, K, V]`."""
-        return probs(medusa.head_logits(heads, hidden), n[:, None] + 1 + jnp.arange(K))
+        q = probs(medusa.head_logits(heads, hidden), n[:, None] + 1 + jnp.arange(K))
+        return jax.nn.one_hot(jnp.argmax(q, -1), V) if proposal == "argmax" else q
 
     # Prefill: the condition rows; the last one predicts token 0 (model) and tokens 1..K (heads).
     zeros = jnp.zeros(B, jnp.int32)
@@ -91,9 +95,11 @@ def _medusa(prepared: Prepared, heads: Any, cond: Any, rng: Array, chain: tuple,
 
 def generate(params: Any, cfg: TransformerConfig, heads: Any, cond: Any, rng: Array, *, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, typical_p: float = 1.0, greedy: bool = False,
-             cfg_scale: Any = 1.0) -> tuple[Array, dict[str, Array]]:
+             cfg_scale: Any = 1.0, proposal: str = "sample") -> tuple[Array, dict[str, Array]]:
     """Sample image tokens `[B, seq_len]` given `cond` from the model (`params`, `cfg`), its Medusa `heads`
-    (`ar_jax.models.medusa`) proposing K tokens a forward pass.
+    (`ar_jax.models.medusa`) proposing K tokens a forward pass: each drawn from its head's distribution (`proposal=
+    "sample"`, accepted with probability `sum(min(p, q))`) or that distribution's most likely token ("argmax",
+    accepted with probability `p(token)`); either way the samples are exactly the model's.
 
     Returns the tokens and totals `{"proposed", "accepted", "rounds", "row_rounds"}` (int32 scalars): per round and
     unfinished row, `proposed` counts the proposals that could still be used (at most K, fewer at the end) and
@@ -102,6 +108,8 @@ def generate(params: Any, cfg: TransformerConfig, heads: Any, cond: Any, rng: Ar
     tokens a forward pass. Sampling settings are those of `sampling.generate` (no
     repetition penalty).
     """
+    if proposal not in PROPOSALS:
+        raise ValueError(f"proposal={proposal!r} is not one of {PROPOSALS}.")
     if not cfg.causal:
         raise ValueError("Medusa decoding needs a causal model (causal=True).")
     if set(heads) != {"w", "b", "output"} or heads["output"].shape[1:] != (cfg.dim, cfg.vocab_size):
@@ -111,4 +119,4 @@ def generate(params: Any, cfg: TransformerConfig, heads: Any, cond: Any, rng: Ar
     chain = exact_chain(cfg, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
                         greedy=greedy, cfg_scale=cfg_scale)
     cond = conditions.check(cfg, cond)
-    return _medusa(prepare(params), heads, cond, rng, chain, cfg=cfg, greedy=bool(greedy))
+    return _medusa(prepare(params), heads, cond, rng, chain, cfg=cfg, greedy=bool(greedy), proposal=proposal)
