@@ -262,7 +262,8 @@ def _load_medusa(workdir: str | Path, config: ml_collections.ConfigDict, weights
     step = ckpt.latest_step()
     if step is None:
         raise ValueError(f"{workdir!r} has a config but no checkpoint yet; train it first.")
-    abstract = jax.eval_shape(lambda p: medusa.init_heads(pipe.model_config, p, config.medusa.num_heads), pipe.params)
+    abstract = jax.eval_shape(lambda p: medusa.init_heads(pipe.model_config, p, config.medusa.num_heads,
+                                                          config.medusa.sequential), pipe.params)
     pipe.medusa = ckpt.restore_params(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract))
     ckpt.close()
     pipe.weights += f"; Medusa heads: step {step} of {workdir}"

@@ -12,12 +12,15 @@ from tests.helpers import make_test_model, make_text_model
 from tests.test_speculative import chi2_pvalue, exact_first_two, sharpen
 
 
-def random_heads(cfg, params, K, scale=0.5, seed=7):
+def random_heads(cfg, params, K, scale=0.5, seed=7, sequential=True):
     """Heads that propose something between the model's next-token guess and noise."""
-    heads = medusa.init_heads(cfg, params, K)
-    kw, ko = jax.random.split(jax.random.key(seed))
-    return {**heads, "w": scale * jax.random.normal(kw, heads["w"].shape) / np.sqrt(cfg.dim),
-            "output": heads["output"] + scale * jax.random.normal(ko, heads["output"].shape)}
+    heads = medusa.init_heads(cfg, params, K, sequential)
+    kw, ko, ke = jax.random.split(jax.random.key(seed), 3)
+    heads = {**heads, "w": scale * jax.random.normal(kw, heads["w"].shape) / np.sqrt(cfg.dim),
+             "output": heads["output"] + scale * jax.random.normal(ko, heads["output"].shape)}
+    if sequential:
+        heads["embed"] = scale * jax.random.normal(ke, heads["embed"].shape)
+    return heads
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +33,20 @@ def test_init_heads_start_as_the_output_head(target):
     cfg, params = target
     heads = medusa.init_heads(cfg, params, 3)
     hidden = jax.random.normal(jax.random.key(0), (2, 5, cfg.dim))
-    np.testing.assert_allclose(medusa.head_logits(heads, hidden), np.repeat((hidden @ params["output"])[:, :, None],
-                                                                            3, 2), rtol=1e-5, atol=1e-5)
+    prev = jax.random.randint(jax.random.key(1), (2, 5, 3), 0, cfg.vocab_size)
+    want = np.repeat((hidden @ params["output"])[:, :, None], 3, 2)
+    np.testing.assert_allclose(medusa.head_logits(heads, hidden, prev), want, rtol=1e-5, atol=1e-5)
+    # a sequential head reads the token before its own; head_step is one head of head_logits
+    heads = random_heads(cfg, params, 3)
+    full = medusa.head_logits(heads, hidden, prev)
+    assert not np.allclose(full, medusa.head_logits(heads, hidden, (prev + 1) % cfg.vocab_size))
+    np.testing.assert_allclose(medusa.head_step(heads, 2, hidden[:, 0], prev[:, 0, 2]), full[:, 0, 2], rtol=1e-5,
+                               atol=1e-5)
 
 
 def test_greedy_equals_plain_greedy_and_rows_advance_alone(target):
     cfg, params = target
-    heads, labels, scale = random_heads(cfg, params, 3), np.array([0, 1, 2]), processors.Linear(1.0, 3.0)
+    heads, labels, scale = random_heads(cfg, params, 3, 0.1), np.array([0, 1, 2]), processors.Linear(1.0, 3.0)
     want = sampling.generate(params, cfg, labels, jax.random.key(0), greedy=True, cfg_scale=scale)
     run = lambda lab: medusa_decode.generate(params, cfg, heads, lab, jax.random.key(1), greedy=True, cfg_scale=scale)
     got, stats = run(labels)
@@ -47,7 +57,9 @@ def test_greedy_equals_plain_greedy_and_rows_advance_alone(target):
     assert len(set(accepted)) > 1, accepted  # rows accept different lengths, each at its own position
     assert int(stats["accepted"]) == sum(accepted)
     assert int(stats["rounds"]) == max(int(s["rounds"]) for s in alone)
-    assert int(stats["rounds"]) < cfg.seq_len - 1  # fewer forward passes than plain decoding
+    # a round keeps 1 + accepted tokens of a row: T - accepted rounds for it (plain decoding: T - 1 after the prefill)
+    assert int(stats["rounds"]) == cfg.seq_len - min(accepted)
+    assert int(stats["row_rounds"]) == 3 * cfg.seq_len - sum(accepted)
 
 
 def test_text_prompts_greedy_equals_plain():
@@ -60,13 +72,13 @@ def test_text_prompts_greedy_equals_plain():
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("proposal", medusa_decode.PROPOSALS)
-def test_samples_follow_the_model_distribution(proposal):
+@pytest.mark.parametrize("proposal, sequential", [("sample", True), ("argmax", True), ("sample", False)])
+def test_samples_follow_the_model_distribution(proposal, sequential):
     """Token 1 is head 1's proposal, accepted or replaced by a residual draw: its joint with token 0 must be the
     model's, under guidance, temperature and top-k."""
     cfg, params = make_test_model(dim=16, num_layers=1, num_heads=2, mlp_dim=24, seq_len=4, vocab_size=4, rope="1d")
     params = {**sharpen(params), "output": params["output"] * 0.4}
-    heads = random_heads(cfg, params, 2, scale=1.0)
+    heads = random_heads(cfg, params, 2, scale=1.0, sequential=sequential)
     label, settings = 0, dict(temperature=1.2, top_k=3, cfg_scale=processors.Linear(2.0, 1.0))
     joint = exact_first_two(cfg, params, label, **settings)
     run = lambda key: medusa_decode.generate(params, cfg, heads, [label, label], key, proposal=proposal, **settings)
@@ -75,11 +87,12 @@ def test_samples_follow_the_model_distribution(proposal):
     assert 0.05 < rate < 0.9, rate  # the heads are wrong often enough for the residual draws to matter
     assert chi2_pvalue(np.asarray(toks)[..., :2].reshape(-1, 2), joint) > 1e-3
     # keeping every proposal (no verification) is caught by the same test
-    q1 = processors.apply(processors.warpers(np.float32(1.2), top_k=3), jax.numpy.asarray(
-        processors.guide(medusa.head_logits(heads, _prefill_hidden(cfg, params, label))[:, 0], 2.0)),
-        processors.Context(1, cfg.seq_len))
-    wrong_second = jax.random.categorical(jax.random.key(3), q1[0], shape=(8000,))
     first = np.asarray(toks)[..., 0].reshape(-1)
+    h = _prefill_hidden(cfg, params, label)
+    q1 = processors.apply(processors.warpers(np.float32(1.2), top_k=3), processors.guide(
+        jax.vmap(lambda t: medusa.head_step(heads, 0, h, jax.numpy.full(2, t)), out_axes=1)(first), 2.0)[0],
+        processors.Context(1, cfg.seq_len))  # [N, V]: head 1's proposal after each first token
+    wrong_second = jax.random.categorical(jax.random.key(3), q1)
     assert chi2_pvalue(np.stack([first, np.asarray(wrong_second)], 1), joint) < 1e-3
 
 

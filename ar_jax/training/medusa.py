@@ -78,8 +78,9 @@ def head_loss(heads: Any, hidden: Array, tokens: Array, scale: Array, temperatur
     """Cross-entropy of each head's (guided, tempered) proposal against the sampled tokens, and its top-1 accuracy
     `[K]`: hidden `[G, B, T, dim]`, tokens `[B, T]`, scale `[T]` (guidance at each image position)."""
     K, T = medusa.num_heads(heads), tokens.shape[1]
-    logits = medusa.head_logits(heads, hidden)  # [G, B, T, K, V]
     offset = jnp.arange(T)[:, None] + 1 + jnp.arange(K)  # [T, K]: the token head k guesses at index j
+    prev = jnp.take(tokens, jnp.minimum(offset - 1, T - 1), axis=1)  # [B, T, K]: the token before it
+    logits = medusa.head_logits(heads, hidden, prev[None])  # [G, B, T, K, V]
     s = scale[jnp.minimum(offset, T - 1)][..., None]
     guided = logits[0] if logits.shape[0] == 1 else logits[1] + s * (logits[0] - logits[1])  # [B, T, K, V]
     target = jnp.take(tokens, jnp.minimum(offset, T - 1), axis=1)  # [B, T, K]
@@ -102,7 +103,7 @@ def train_medusa(config: ml_collections.ConfigDict, workdir: str | Path) -> Trai
     base = load(config.base_workdir)
     cfg, sampling = base.model_config, base.config.sampling
     logging.info("Medusa heads for %s (%s)", config.base_workdir, base.weights)
-    heads = medusa.init_heads(cfg, base.params, config.medusa.num_heads)
+    heads = medusa.init_heads(cfg, base.params, config.medusa.num_heads, config.medusa.sequential)
     tx = make_optimizer(config)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=heads, opt_state=tx.init(heads))
     ckpt = Checkpointer(workdir, keep=1)
