@@ -263,7 +263,8 @@ def _load_medusa(workdir: str | Path, config: ml_collections.ConfigDict, weights
     if step is None:
         raise ValueError(f"{workdir!r} has a config but no checkpoint yet; train it first.")
     abstract = jax.eval_shape(lambda p: medusa.init_heads(pipe.model_config, p, config.medusa.num_heads,
-                                                          config.medusa.sequential), pipe.params)
+                                                          config.medusa.sequential, config.medusa.width),
+                              pipe.params)
     pipe.medusa = ckpt.restore_params(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract))
     ckpt.close()
     pipe.weights += f"; Medusa heads: step {step} of {workdir}"

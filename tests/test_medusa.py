@@ -16,10 +16,10 @@ def random_heads(cfg, params, K, scale=0.5, seed=7, sequential=True):
     """Heads that propose something between the model's next-token guess and noise."""
     heads = medusa.init_heads(cfg, params, K, sequential)
     kw, ko, ke = jax.random.split(jax.random.key(seed), 3)
-    heads = {**heads, "w": scale * jax.random.normal(kw, heads["w"].shape) / np.sqrt(cfg.dim),
+    heads = {**heads, "v": scale * jax.random.normal(kw, heads["v"].shape) / np.sqrt(heads["v"].shape[1]),
              "output": heads["output"] + scale * jax.random.normal(ko, heads["output"].shape)}
     if sequential:
-        heads["embed"] = scale * jax.random.normal(ke, heads["embed"].shape)
+        heads["embed"] = scale * jax.random.normal(ke, heads["embed"].shape) / np.sqrt(cfg.dim)
     return heads
 
 

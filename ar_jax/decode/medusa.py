@@ -120,8 +120,8 @@ def generate(params: Any, cfg: TransformerConfig, heads: Any, cond: Any, rng: Ar
         raise ValueError(f"proposal={proposal!r} is not one of {PROPOSALS}.")
     if not cfg.causal:
         raise ValueError("Medusa decoding needs a causal model (causal=True).")
-    if set(heads) - {"embed"} != {"w", "b", "output"} or heads["output"].shape[1:] != (cfg.dim, cfg.vocab_size):
-        raise ValueError(f"heads must be Medusa heads of this model ({{'w', 'b', 'output': [K, dim={cfg.dim}, "
+    if set(heads) - {"embed"} != {"w", "b", "v", "output"} or heads["output"].shape[1:] != (cfg.dim, cfg.vocab_size):
+        raise ValueError(f"heads must be Medusa heads of this model ({{'w', 'b', 'v', 'output': [K, dim={cfg.dim}, "
                          f"vocab_size={cfg.vocab_size}], 'embed'?}}: `ar_jax.models.medusa.init_heads`), got "
                          f"{ {k: getattr(v, 'shape', None) for k, v in heads.items()} }.")
     chain = exact_chain(cfg, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,

@@ -103,7 +103,8 @@ def train_medusa(config: ml_collections.ConfigDict, workdir: str | Path) -> Trai
     base = load(config.base_workdir)
     cfg, sampling = base.model_config, base.config.sampling
     logging.info("Medusa heads for %s (%s)", config.base_workdir, base.weights)
-    heads = medusa.init_heads(cfg, base.params, config.medusa.num_heads, config.medusa.sequential)
+    heads = medusa.init_heads(cfg, base.params, config.medusa.num_heads, config.medusa.sequential,
+                              config.medusa.width, jax.random.key(config.seed))
     tx = make_optimizer(config)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=heads, opt_state=tx.init(heads))
     ckpt = Checkpointer(workdir, keep=1)
