@@ -84,3 +84,16 @@ def test_text_prompts_with_guidance_greedy_equals_plain():
                                       greedy=True, cfg_scale=scale)
     np.testing.assert_array_equal(got, want)
     assert 0 < int(stats["accepted"]) < int(stats["proposed"])
+
+
+def test_written_attention_reads_each_rows_own_length():
+    """One decoding position over a long cache (the blockwise path) with one length per row equals masked attention."""
+    from ar_jax.backends.xla import einsum_attention, written_attention
+
+    B, KV, G, M, D = 3, 2, 2, 256, 8
+    q, k, v = (jax.random.normal(jax.random.key(i), s) for i, s in enumerate(
+        [(B, 1, KV * G, D), (B, KV, M, D), (B, KV, M, D)]))
+    length = jnp.array([5, 130, 256])
+    mask = (jnp.arange(M)[None] < length[:, None])[:, None, None]  # [B, 1, 1, M]
+    np.testing.assert_allclose(written_attention(q, k, v, length, 0.3), einsum_attention(q, k, v, mask, 0.3),
+                               rtol=1e-5, atol=1e-5)
