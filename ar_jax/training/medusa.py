@@ -2,8 +2,9 @@
 
 The heads should guess what decoding will sample, so they learn from it: `config.medusa.num_samples` images are
 sampled from the base run (`config.base_workdir`, never written) with its own `config.sampling`, for conditions drawn
-from its training set (captions, or labels); the frozen decoder's hidden states over them are computed once. Head i
-at the position predicting token j is trained on token j + i + 1 with the cross-entropy of the distribution decoding
+from its training set (captions, or labels); the frozen decoder's hidden states and its distributions over them are
+computed once. Head i at the position predicting token j is trained towards the model's distribution of token j + i
+(the expectation of the sampled token, a less noisy target) with the cross-entropy of the distribution decoding
 proposes from: the heads' logits for the condition and the null prompt combined by the run's guidance scale and
 divided by its temperature (top-k and the other filters apart, which would make a sampled token impossible). The
 checkpoint holds only the heads; `ar_jax.load(workdir)` gives the base run's pipeline with them attached, whose
@@ -64,19 +65,26 @@ def distillation_set(base: Any, config: ml_collections.ConfigDict) -> tuple[np.n
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "guided"))
-def hidden_states(params: Any, tokens: Array, cond: Any, *, cfg: TransformerConfig, guided: bool) -> Array:
-    """The frozen decoder's final hidden state where each image token is predicted: `[G, B, T, dim]` (G = 2 rows:
-    condition and null, when guided)."""
+def hidden_states(params: Any, tokens: Array, cond: Any, scale: Array, temperature: float, *, cfg: TransformerConfig,
+                  guided: bool) -> tuple[Array, Array]:
+    """The frozen decoder's final hidden state where each image token is predicted `[G, B, T, dim]` (G = 2 rows:
+    condition and null, when guided), and its distribution of that token `[B, T, V]` (guided by `scale [T]`,
+    tempered)."""
     rows = conditions.concat(cond, conditions.null_like(cfg, cond)) if guided else cond
     toks = jnp.concatenate([tokens, tokens]) if guided else tokens
-    (_, hidden), _ = Transformer(cfg).apply({"params": params}, toks[:, :-1], rows, heads="hidden")
-    C = cfg.prefix_len
-    return hidden[:, C - 1:].reshape(2 if guided else 1, tokens.shape[0], cfg.seq_len, cfg.dim)
+    (logits, hidden), _ = Transformer(cfg).apply({"params": params}, toks[:, :-1], rows, heads="hidden")
+    C, G = cfg.prefix_len, 2 if guided else 1
+    logits = logits[:, C - 1:].reshape(G, tokens.shape[0], cfg.seq_len, cfg.vocab_size)
+    logits = logits[0] if G == 1 else logits[1] + scale[:, None] * (logits[0] - logits[1])
+    return hidden[:, C - 1:].reshape(G, tokens.shape[0], cfg.seq_len, cfg.dim), jax.nn.softmax(logits / temperature)
 
 
-def head_loss(heads: Any, hidden: Array, tokens: Array, scale: Array, temperature: float) -> tuple[Array, Array]:
-    """Cross-entropy of each head's (guided, tempered) proposal against the sampled tokens, and its top-1 accuracy
-    `[K]`: hidden `[G, B, T, dim]`, tokens `[B, T]`, scale `[T]` (guidance at each image position)."""
+def head_loss(heads: Any, hidden: Array, tokens: Array, probs: Array, scale: Array,
+              temperature: float) -> tuple[Array, Array]:
+    """Cross-entropy of each head's (guided, tempered) proposal against the model's own distribution of the token it
+    guesses (a distillation target: the sampled token's expectation, less noisy), and its top-1 agreement with the
+    sampled tokens `[K]`: hidden `[G, B, T, dim]`, tokens `[B, T]`, probs `[B, T, V]`, scale `[T]` (guidance at each
+    image position)."""
     K, T = medusa.num_heads(heads), tokens.shape[1]
     offset = jnp.arange(T)[:, None] + 1 + jnp.arange(K)  # [T, K]: the token head k guesses at index j
     prev = jnp.take(tokens, jnp.minimum(offset - 1, T - 1), axis=1)  # [B, T, K]: the token before it
@@ -85,7 +93,7 @@ def head_loss(heads: Any, hidden: Array, tokens: Array, scale: Array, temperatur
     guided = logits[0] if logits.shape[0] == 1 else logits[1] + s * (logits[0] - logits[1])  # [B, T, K, V]
     target = jnp.take(tokens, jnp.minimum(offset, T - 1), axis=1)  # [B, T, K]
     valid = (offset < T)[None]
-    nll = optax.softmax_cross_entropy_with_integer_labels(guided / temperature, target)
+    nll = optax.softmax_cross_entropy(guided / temperature, jnp.take(probs, jnp.minimum(offset, T - 1), axis=1))
     count = jnp.maximum(valid.sum((0, 1)) * tokens.shape[0], 1)  # [K] targets of each head in the batch
     per_head = jnp.where(valid, nll, 0.0).sum((0, 1)) / count
     acc = jnp.where(valid, guided.argmax(-1) == target, False).sum((0, 1)) / count
@@ -119,14 +127,16 @@ def train_medusa(config: ml_collections.ConfigDict, workdir: str | Path) -> Trai
     scale = jax.vmap(lambda p: schedule(p, cfg.seq_len))(jnp.arange(cfg.seq_len)) if guided else jnp.ones(
         cfg.seq_len)
     temperature = 1.0 if sampling.greedy else float(sampling.temperature)
-    hidden = np.concatenate([np.asarray(hidden_states(
-        base.params, jnp.asarray(tokens[s:s + 256]), jax.tree.map(lambda x, s=s: x[s:s + 256], cond), cfg=cfg,
-        guided=guided)) for s in range(0, len(tokens), 256)], axis=1)  # [G, N, T, dim]
+    parts = [jax.device_get(hidden_states(base.params, jnp.asarray(tokens[s:s + 256]), jax.tree.map(
+        lambda x, s=s: x[s:s + 256], cond), scale, temperature, cfg=cfg, guided=guided))
+        for s in range(0, len(tokens), 256)]
+    hidden = np.concatenate([h for h, _ in parts], axis=1)  # [G, N, T, dim]
+    probs = np.concatenate([p for _, p in parts])  # [N, T, V]
     logging.info("distillation set: %d samples in %.0f s", len(tokens), time.time() - t0)
 
     @jax.jit
-    def step(state, hidden, tokens):
-        (loss, aux), grads = jax.value_and_grad(head_loss, has_aux=True)(state.params, hidden, tokens, scale,
+    def step(state, hidden, tokens, probs):
+        (loss, aux), grads = jax.value_and_grad(head_loss, has_aux=True)(state.params, hidden, tokens, probs, scale,
                                                                          temperature)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         return TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
@@ -135,7 +145,8 @@ def train_medusa(config: ml_collections.ConfigDict, workdir: str | Path) -> Trai
     rng = np.random.default_rng(config.seed + start)
     for i in range(start, config.num_train_steps):
         idx = rng.choice(len(tokens), config.batch_size, replace=False)
-        state, loss, (per_head, acc) = step(state, jnp.asarray(hidden[:, idx]), jnp.asarray(tokens[idx]))
+        state, loss, (per_head, acc) = step(state, jnp.asarray(hidden[:, idx]), jnp.asarray(tokens[idx]),
+                                            jnp.asarray(probs[idx]))
         done = i + 1
         if done % config.log_every == 0 or done == config.num_train_steps:
             writer.write(done, loss=float(loss), **{f"head{k + 1}_nll": float(v) for k, v in enumerate(per_head)},
