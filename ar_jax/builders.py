@@ -104,6 +104,12 @@ def fit_text_tokenizer(config: ml_collections.ConfigDict, workdir: str | Path, c
     return tok
 
 
+def image_positions_of(value: Any) -> str:
+    """`config.model.image_positions` as the model's name for it (runs saved with a bool: True was the learned
+    table, False none)."""
+    return {True: "learned", False: "none"}.get(value, value) if isinstance(value, bool) else str(value)
+
+
 def make_model_config(config: ml_collections.ConfigDict, tokenizer: Any = None,
                       workdir: str | Path | None = None, text_tokenizer: Any = None) -> ModelConfig:
     """The model-family config named by `config.model.family`, with vocabulary, length and classes from the
@@ -113,7 +119,8 @@ def make_model_config(config: ml_collections.ConfigDict, tokenizer: Any = None,
     m = config.model
     condition = condition_of(config)
     text = dict(condition=condition, text_head=text_head_of(config),
-                image_positions=bool(m.get("image_positions", False)))  # runs saved before it: rotary only
+                image_positions=image_positions_of(m.get("image_positions", "none")),
+                image_context=str(m.get("image_context", "causal")))
     if condition == "text":
         text_tokenizer = text_tokenizer or make_text_tokenizer(config, workdir)
         text.update(text_len=int(config.text.max_len), text_vocab_size=text_tokenizer.vocab_size)
@@ -132,7 +139,8 @@ def make_model_config(config: ml_collections.ConfigDict, tokenizer: Any = None,
             dim=m.dim, num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads or None,
             mlp_dim=m.mlp_dim or None, rope=m.rope, rope_base=m.rope_base, cls_token_num=m.cls_token_num,
             null_class=True, token_dropout=m.token_dropout, resid_dropout=m.resid_dropout,
-            ffn_dropout=m.ffn_dropout, dtype=m.dtype, causal=not maskgit, **text)
+            ffn_dropout=m.ffn_dropout, dtype=m.dtype, causal=not maskgit, **text,
+            scan_layers=bool(m.get("scan_layers", False)), remat=m.get("remat", "none"))  # runs saved before: off
         cfg = MaskGITConfig(cfg) if maskgit else cfg
     elif condition != "class" or text["text_head"]:
         raise ValueError(f"config.model.family={m.family!r} is class-conditional only; condition={condition!r} and "

@@ -162,16 +162,22 @@ class ARPipeline:
         return np.asarray(self.tokenizer.encode(images)).reshape(len(images), -1)
 
     def caption(self, images: Any, seed: int = 0, *, greedy: bool = True, temperature: float = 1.0, top_k: int = 0,
-                top_p: float = 1.0) -> list[str]:
+                top_p: float = 1.0, return_logprob: bool = False) -> list[str] | tuple[list[str], np.ndarray]:
         """A caption of each uint8 image `[B, H, W, C]` (a run trained both ways: `config.model.text_head`): greedy,
-        or sampled (`greedy=False`) with temperature, top-k, top-p; a fixed seed gives the same captions."""
+        or sampled (`greedy=False`) with temperature, top-k, top-p; a fixed seed gives the same captions. With
+        `return_logprob`, also log p(ids | image) in nats `[B]` of the very ids decoded (and their end, where one was
+        emitted): text re-encoded by the tokenizer need not give the same ids."""
         captioning.check_model(self.model_config)
         tokens = self.image_tokens(images)
         cfg, params = self.for_decoding()
-        ids = captioning.caption(params, cfg, tokens, jax.random.key(seed), bos_id=self.text_tokenizer.bos_id,
-                                 eos_id=self.text_tokenizer.eos_id, greedy=greedy, temperature=temperature,
-                                 top_k=top_k, top_p=top_p)
-        return self.text_tokenizer.decode(np.asarray(ids))
+        bos, eos = self.text_tokenizer.bos_id, self.text_tokenizer.eos_id
+        ids = np.asarray(captioning.caption(params, cfg, tokens, jax.random.key(seed), bos_id=bos, eos_id=eos,
+                                            greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p))
+        texts = self.text_tokenizer.decode(ids)
+        if not return_logprob:
+            return texts
+        text = np.concatenate([np.full((len(ids), 1), bos, np.int32), ids.astype(np.int32)], axis=1)
+        return texts, captioning.caption_logprob(self.params, self.model_config, tokens, text)
 
     def caption_logprob(self, images: Any, captions: Any) -> np.ndarray:
         """log p(caption | image) in nats `[B]` (the caption's tokens and its end, teacher-forced), one caption per

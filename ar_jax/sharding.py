@@ -2,14 +2,18 @@
 
 Parameters carry logical names (`ar_jax/axes.py`); `RULES` maps each name to mesh axes. A dimension that
 a mesh axis does not divide stays replicated along it (e.g. a 17-token vocabulary on 2 tensor shards).
-`data` and `fsdp` both split the batch; `fsdp` also splits parameters and optimizer state along `embed`;
-`tensor` splits heads, MLP width and vocabulary.
+`data` and `fsdp` both split the batch; `fsdp` also splits parameters and optimizer state along `embed` (or, where
+that does not divide, their largest dimension that does); `tensor` splits heads, MLP width and vocabulary.
+Activations carry the same names (`constrain`, with `batch` first, so the batch takes `data` and `fsdp` and an
+activation's `embed` stays whole); `length` and `layers` have no rule.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -73,25 +77,54 @@ def check_batch(batch_size: int, mesh: Mesh) -> None:
                          f"(mesh data={mesh.shape['data']} x fsdp={mesh.shape['fsdp']}); use a multiple of {dp}.")
 
 
-def spec_for(shape: tuple[int, ...], names: tuple[str | None, ...] | PartitionSpec | None, mesh: Mesh) -> PartitionSpec:
-    """PartitionSpec for an array of `shape` whose dimensions carry logical `names`."""
+def spec_for(shape: tuple[int, ...], names: tuple[str | None, ...] | PartitionSpec | None, mesh: Mesh,
+             parameter: bool = False) -> PartitionSpec:
+    """PartitionSpec for an array of `shape` whose dimensions carry logical `names`. With `parameter`, an `fsdp` axis
+    that its rule's dimension does not divide (GPT-3B's embed 3200 on 256 devices) goes to the largest free dimension
+    it divides (never `layers`), so that no parameter stays whole on every device for want of one divisor."""
     if names is None:
         return PartitionSpec()
     rules = dict(RULES)
     used: set[str] = set()
-    out = []
+    out: list[Any] = []
     for dim, name in zip(shape, tuple(names)):
-        mesh_axes = [a for a in rules.get(name, ()) if a not in used and mesh.shape[a] > 1]
+        mesh_axes = [a for a in rules.get(name, ()) if a not in used and mesh.shape.get(a, 1) > 1]
         while mesh_axes and dim % math.prod(mesh.shape[a] for a in mesh_axes):
             mesh_axes.pop()
         used.update(mesh_axes)
         out.append(tuple(mesh_axes) if len(mesh_axes) > 1 else (mesh_axes[0] if mesh_axes else None))
+    n = mesh.shape.get("fsdp", 1)
+    if parameter and n > 1 and "fsdp" not in used:
+        free = [i for i, (dim, name) in enumerate(zip(shape, tuple(names)))
+                if out[i] is None and name != axes.LAYERS and dim % n == 0]
+        if free:
+            out[max(free, key=lambda i: shape[i])] = "fsdp"
     return PartitionSpec(*out)
+
+
+def constrain(x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
+    """`x` laid out over the mesh in context (`on_mesh`) as `RULES` map its dimensions' logical `names`; `x` itself
+    where no mesh of several devices is in context (one device, decoding), so the model needs no branch of its own."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return x
+    return jax.lax.with_sharding_constraint(x, spec_for(x.shape, names, mesh))
+
+
+def on_mesh(fun: Callable, mesh: Mesh) -> Callable:
+    """`fun` (e.g. a jitted step) called with `mesh` in context, so that the activations inside it are laid out as
+    their logical names say (`constrain`); the mesh is part of the jit cache key."""
+    @functools.wraps(fun)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with jax.set_mesh(mesh):
+            return fun(*args, **kwargs)
+
+    return call
 
 
 def tree_shardings(shapes: Any, logical: Any, mesh: Mesh) -> Any:
     """NamedShardings for a tree of arrays/ShapeDtypeStructs with a matching tree of logical names."""
-    return jax.tree.map(lambda s, n: NamedSharding(mesh, spec_for(s.shape, n, mesh)), shapes, logical,
+    return jax.tree.map(lambda s, n: NamedSharding(mesh, spec_for(s.shape, n, mesh, parameter=True)), shapes, logical,
                         is_leaf=lambda x: isinstance(x, PartitionSpec) or x is None)
 
 

@@ -41,6 +41,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.model.resid_dropout = 0.1  # dropout on attention outputs
     c.model.ffn_dropout = 0.1  # dropout on feed-forward outputs
     c.model.dtype = "float32"  # compute dtype ("bfloat16" on accelerators)
+    c.model.scan_layers = False  # True: one scanned block, params stacked [layers, ...] (compiles once for any depth)
+    c.model.remat = "none"  # recompute activations in the backward pass: "none", "full" or "dots" (keep matmuls)
 
     c.label_dropout = 0.1  # probability a training label becomes the null class (enables CFG)
     c.batch_size = 32  # global batch, images

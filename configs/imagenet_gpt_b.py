@@ -66,6 +66,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.model.resid_dropout = 0.1  # --dropout-p
     c.model.ffn_dropout = 0.1  # --dropout-p
     c.model.dtype = "bfloat16"  # --mixed-precision bf16 (parameters, logits and loss stay float32)
+    c.model.scan_layers = False  # True: one scanned block, params stacked [layers, ...] (compiles once for any depth)
+    c.model.remat = "none"  # recompute activations in the backward pass: "none", "full" or "dots" (keep matmuls)
 
     c.label_dropout = 0.1  # ModelArgs.class_dropout_prob
     c.batch_size = 256  # --global-batch-size (global, images)

@@ -31,7 +31,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c = load_config_file(str(Path(__file__).with_name("scenes_t2i.py")) + (f":{variant}" if variant else ""))
     c.unlock()
     c.model.text_head = True  # also predict text after the image (image-to-text), with its own output head
-    c.model.image_positions = True  # learned absolute positions on the image tokens: captions read where things are
+    c.model.image_context = "full"  # an image before its caption sees itself both ways (a prefix-LM, as PaliGemma)
+    c.model.image_positions = "sincos"  # absolute 2-D positions on the image tokens: captions read where things are
     c.text.i2t_fraction = 0.4  # share of each batch's rows that are image-to-text sequences (the rest text-to-image)
     c.text.i2t_image_targets = False  # an image-to-text row's image tokens: context only (True: also targets)
     c.text.image_loss_weight = 1.0  # loss = image_loss_weight * mean image-token NLL + ...

@@ -1,6 +1,6 @@
 """Driver for tests/test_export.py, run in a subprocess with 8 forced CPU devices: lowers the default GPT config's
 train step and sampler for TPU and CUDA with `jax.export`, on an (8,1,1) and a (2,2,2) mesh, and the splash-attention
-train step for TPU; writes what it found as JSON.
+train step for TPU, and the scanned + rematerialised train step (`scaled`); writes what it found as JSON.
 
     python tests/export_run.py OUT.json
 """
@@ -65,6 +65,7 @@ def main(out_path: str) -> None:
                 prepared, labels, prefix, jax.random.key(0), np.float32(1.0), np.float32(0.9), np.float32(2.0))
             out[f"sample_{name}_{platform}"] = {"platforms": list(exp.platforms),
                                                 "out_shape": list(exp.out_avals[0].shape)}
+    out.update(scaled(root))
     # decoding on one of 8 CPU devices takes the native kernels (arrays on one device), sharded weights do not
     from ar_jax.backends.cpu import kernels
     from ar_jax.models.transformer import prepare
@@ -83,6 +84,64 @@ def main(out_path: str) -> None:
                               "attention_in_hlo": kernels.ATTENTION_TARGET in hlo,
                               "spread_native": spread.backend.native}
     Path(out_path).write_text(json.dumps(out))
+
+
+def scaled(root: Path) -> dict:
+    """The scaling options on the (2,2,2) mesh: the scanned + rematerialised train step, traced with the mesh in
+    context (`sharding.on_mesh`, as the trainer does), exported for TPU and CUDA (its activation constraints counted),
+    and run here on the 8 CPU devices against the unscanned step on one device from the same (restacked) weights."""
+    from ar_jax import backends, builders, sharding
+    from ar_jax.config import load_config_file
+    from ar_jax.models.transformer import stack_layers
+    from ar_jax.training.state import init_state, make_optimizer, state_shardings
+    from ar_jax.training.steps import loss_and_grads, train_step
+
+    config = load_config_file(str(root / "configs/digits_pixels.py:smoke"))
+    config.unlock()
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 2, 2, 2
+    config.model.num_heads, config.model.num_kv_heads, config.model.mlp_dim = 4, 2, 64
+    config.model.scan_layers, config.model.remat = True, "dots"
+    mesh = sharding.make_mesh(config.mesh)
+    cfg = builders.make_model_config(config)
+    flat = cfg.replace(scan_layers=False, remat="none")
+    tx = make_optimizer(config)
+    B = config.batch_size
+    state_sh = state_shardings(cfg, tx, mesh)
+    batch_sh = {"tokens": sharding.batch_sharding(mesh, 2), "cond": sharding.batch_sharding(mesh, 1)}
+    step = lambda c, be=None: jax.jit(functools.partial(train_step, cfg=c, tx=tx, seed=0, label_dropout=0.0,
+                                                        backend=be))
+    out = {}
+    abstract = jax.eval_shape(functools.partial(init_state, cfg, tx), jax.random.key(0))
+    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), abstract, state_sh)
+    batch = {"tokens": jax.ShapeDtypeStruct((B, cfg.seq_len), jnp.int32, sharding=batch_sh["tokens"]),
+             "cond": jax.ShapeDtypeStruct((B,), jnp.int32, sharding=batch_sh["cond"])}
+    for platform in ("tpu", "cuda"):
+        with jax.set_mesh(mesh):
+            exp = jax.export.export(step(cfg, backends.for_platform(platform)), platforms=[platform])(abstract, batch)
+        text = exp.mlir_module()
+        constraints = [line for line in text.splitlines() if "sharding_constraint" in line]
+        out[f"scan_remat_train_2x2x2_{platform}"] = {
+            "platforms": list(exp.platforms), "constraints": len(constraints),
+            "heads_on_tensor": any('[{"data", "fsdp"}, {}, {"tensor"}, {}]' in line for line in constraints),
+            "mlp_on_tensor": any('[{"data", "fsdp"}, {}, {"tensor"}]' in line for line in constraints),
+            "scanned": "stablehlo.while" in text}
+    # its loss and gradients on the mesh vs the unscanned model's on one device, from the same (restacked) weights
+    params = flat.init(jax.random.key(0))[0]
+    params["output"] = jax.random.normal(jax.random.key(2), params["output"].shape)  # zero at init: no gradients
+    tokens = jax.random.randint(jax.random.key(1), (B, cfg.seq_len), 0, cfg.vocab_size)
+    labels = jnp.arange(B, dtype=jnp.int32) % cfg.num_classes
+    grads = lambda c: lambda p, t, y: loss_and_grads(p, c, t, y, None)
+    loss_one, g_one = jax.jit(grads(flat))(params, tokens, labels)
+    run = sharding.on_mesh(jax.jit(grads(cfg), in_shardings=(state_sh.params, *batch_sh.values())), mesh)
+    loss_mesh, g_mesh = run(jax.device_put(stack_layers(params, cfg.num_layers), state_sh.params),
+                            jax.device_put(tokens, batch_sh["tokens"]), jax.device_put(labels, batch_sh["cond"]))
+    want = jax.tree.leaves(stack_layers(g_one, cfg.num_layers))
+    out["scan_remat_on_mesh"] = {
+        "loss": [float(loss_one), float(loss_mesh)],
+        "max_rel_grad_diff": max(float(np.abs(np.asarray(a) - b).max() / (np.abs(b).max() + 1e-12))
+                                 for a, b in zip(jax.tree.leaves(g_mesh), want, strict=True)),
+        "grad_wq_max": float(np.abs(g_one["layers_0"]["attention"]["wq"]).max())}
+    return out
 
 
 if __name__ == "__main__":

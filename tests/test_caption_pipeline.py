@@ -50,6 +50,23 @@ def test_captions_ranks_and_images_from_one_run(run):
     assert pipe.sample(prompts=["a red circle"], seed=0).shape == (1, 32, 32, 3)
 
 
+def test_caption_logprob_of_the_decoded_ids(run):
+    """`caption(..., return_logprob=True)` scores the ids it decoded: equal to `caption_logprob` of the text where the
+    text re-encodes to those ids (sampled text from a 4-step model need not)."""
+    _, pipe = run
+    images, _, _ = generate(4, seed=2)
+    for greedy in (True, False):
+        texts, logp = pipe.caption(images, seed=3, greedy=greedy, return_logprob=True)
+        assert texts == pipe.caption(images, seed=3, greedy=greedy) and logp.shape == (4,) and (logp < 0).all()
+        ok = [i for i, t in enumerate(texts)
+              if t and len(pipe.text_tokenizer.encode([t])[0]) <= pipe.model_config.text_len]
+        if greedy:
+            assert ok
+        if ok:
+            np.testing.assert_allclose(logp[ok], pipe.caption_logprob(images[ok], [texts[i] for i in ok]),
+                                       rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("images,match", [
     (np.zeros((2, 16, 16, 3), np.uint8), r"shape \(2, 16, 16, 3\); this run takes uint8 images \[B >= 1, 32, 32, 3\]"),
     (np.zeros((2, 32, 32, 1), np.uint8), r"\(32x32, 3 channels\)"),

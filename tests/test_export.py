@@ -1,6 +1,7 @@
 """Proof that the accelerator paths lower on a CPU-only machine: `jax.export` for TPU and CUDA of the default GPT
 config's train step (XLA attention, and splash on TPU as `tpu_custom_call`s) and sampler, on forced 8-device meshes
-(tests/export_run.py in a subprocess). cuDNN attention cannot be traced without CUDA: its test runs on a GPU only."""
+(tests/export_run.py in a subprocess); the scanned + rematerialised step with activation constraints, exported and run
+on the mesh. cuDNN attention cannot be traced without CUDA: its test runs on a GPU only."""
 
 import json
 import os
@@ -42,6 +43,22 @@ def test_train_step_and_sampler_export_for_accelerators(exported, mesh, platform
 def test_splash_train_step_exports_for_tpu_as_a_custom_call(exported, mesh):
     splash = exported[f"train_{mesh}_tpu_splash"]
     assert splash["platforms"] == ["tpu"] and splash["tpu_custom_call"] and splash["sharded"]
+
+
+@pytest.mark.parametrize("platform", ["tpu", "cuda"])
+def test_scanned_rematerialised_train_step_exports_with_activation_constraints(exported, platform):
+    """Traced with the mesh in context (as the trainer does), the step carries the activations' logical layout: the
+    batch over (data, fsdp), heads and MLP width over tensor; the layers are one scanned loop."""
+    got = exported[f"scan_remat_train_2x2x2_{platform}"]
+    assert got["platforms"] == [platform] and got["scanned"]
+    assert got["constraints"] >= 7 and got["heads_on_tensor"] and got["mlp_on_tensor"]
+
+
+def test_scanned_rematerialised_gradients_on_a_mesh_match_the_loop_on_one_device(exported):
+    got = exported["scan_remat_on_mesh"]
+    assert got["grad_wq_max"] > 1e-3  # gradients that could be wrong
+    np.testing.assert_allclose(got["loss"][1], got["loss"][0], rtol=1e-5)
+    assert got["max_rel_grad_diff"] < 1e-5, got["max_rel_grad_diff"]
 
 
 def test_decoding_on_one_of_eight_cpu_devices_takes_the_native_kernels(exported):

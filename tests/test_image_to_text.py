@@ -1,6 +1,9 @@
 """Image-to-text with the same transformer (`text_head`): captions through the cache, the per-position vocabulary,
 caption log-probabilities, the both-ways loss, and bad input."""
 
+import dataclasses
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -197,7 +200,7 @@ def test_image_positions_through_the_cache():
     are teacher forcing's combined, and greedy captions equal teacher forcing's."""
     from ar_jax.models import conditions
 
-    cfg, params = make_any_model(image_positions=True)
+    cfg, params = make_any_model(image_positions="learned")
     params["image_positions"] = jax.random.normal(jax.random.key(7), params["image_positions"].shape)
     prompts = np.array([[0, 0, 0, 5, 6, 7], [0, 0, 0, 0, 0, 4]], np.int32)
     toks, used = sampling.generate(params, cfg, prompts, jax.random.key(1), cfg_scale=2.5, greedy=True,
@@ -211,3 +214,74 @@ def test_image_positions_through_the_cache():
     pictures = images(cfg)
     ids = captioning.caption(params, cfg, pictures, jax.random.key(0), bos_id=BOS, eos_id=EOS)
     np.testing.assert_array_equal(ids, teacher_forced_greedy(cfg, params, pictures))
+
+
+def test_sincos_image_positions_through_the_cache():
+    """Fixed 2-D sine-cosine image positions: no parameter, row and column features apart, the same logits by the
+    cache as by teacher forcing, and greedy captions equal teacher forcing's."""
+    from ar_jax.models.transformer import sincos_positions
+
+    cfg, params = make_any_model(image_positions="sincos")
+    assert "image_positions" not in params
+    pos = np.asarray(sincos_positions(cfg))
+    grid, half = math.isqrt(cfg.seq_len), cfg.dim // 2
+    assert pos.shape == (cfg.seq_len, cfg.dim)
+    np.testing.assert_allclose(pos[1, :half], pos[0, :half])  # same row: same row features
+    assert np.abs(pos[1, half:] - pos[0, half:]).max() > 1e-3  # next column: other column features
+    np.testing.assert_allclose(pos[grid, half:], pos[0, half:])  # same column
+    np.testing.assert_allclose(np.sqrt((pos ** 2).mean()), 0.02, rtol=1e-5)
+    prompts = np.array([[0, 0, 0, 5, 6, 7], [0, 0, 0, 0, 0, 4]], np.int32)
+    toks, used = sampling.generate(params, cfg, prompts, jax.random.key(1), greedy=True, return_logits=True)
+    tf = Transformer(cfg).apply({"params": params}, toks[:, :-1], prompts)[0][:, cfg.prefix_len - 1:]
+    np.testing.assert_allclose(used, tf, atol=1e-4)
+    plain = Transformer(dataclasses.replace(cfg, image_positions="none")).apply(
+        {"params": params}, toks[:, :-1], prompts)[0][:, cfg.prefix_len - 1:]
+    assert float(jnp.abs(tf - plain).max()) > 1e-3  # the positions matter
+    pictures = images(cfg)
+    ids = captioning.caption(params, cfg, pictures, jax.random.key(0), bos_id=BOS, eos_id=EOS)
+    np.testing.assert_array_equal(ids, teacher_forced_greedy(cfg, params, pictures))
+
+
+def test_image_positions_refused_when_unknown():
+    with pytest.raises(ValueError, match="image_positions='grid' is not one of"):
+        make_any_model(image_positions="grid")
+
+
+def test_full_image_context_sees_the_whole_image_and_keeps_the_cache_exact():
+    """`image_context="full"` (a prefix-LM): a caption's log-probability changes with a later image token at an early
+    position's expense only through the both-ways image attention; greedy captions through the cache equal teacher
+    forcing with the same mask; text-to-image rows stay causal; the loss refuses image targets with it."""
+    cfg, params = make_any_model(image_context="full")
+    causal_cfg = dataclasses.replace(cfg, image_context="causal")
+    pictures = images(cfg)
+    ids = captioning.caption(params, cfg, pictures, jax.random.key(0), bos_id=BOS, eos_id=EOS)
+    text = jnp.concatenate([jnp.full((len(ids), 1), BOS), jnp.asarray(ids)], axis=1)
+    # teacher forcing with the prefix-LM mask gives the same greedy ids
+    null = jnp.zeros((len(pictures), cfg.text_len), jnp.int32)
+    full = jnp.full((len(pictures),), cfg.prefix_len + cfg.seq_len, jnp.int32)
+    (img, txt), _ = Transformer(cfg).apply({"params": params}, pictures, null, text=text[:, :-1], heads="both",
+                                           full_prefix=full)
+    for b in range(len(ids)):
+        for i in range(ids.shape[1]):
+            if i and ids[b, i - 1] in (EOS, 0):
+                break
+            logits = txt[b, i].at[jnp.array([0, BOS])].set(-jnp.inf)
+            assert int(jnp.argmax(logits)) == int(ids[b, i])
+    # the image part: an early image position's logits see a later image token (both ways), causal ones do not
+    changed = pictures.at[:, -1].set((pictures[:, -1] + 1) % cfg.vocab_size)
+    first = lambda c, p, f: Transformer(c).apply({"params": params}, p, null, text=text[:, :-1], heads="both",
+                                                 full_prefix=f)[0][0][:, cfg.prefix_len]
+    assert float(jnp.abs(first(cfg, pictures, full) - first(cfg, changed, full)).max()) > 1e-4
+    np.testing.assert_allclose(first(causal_cfg, pictures, None), first(causal_cfg, changed, None), atol=1e-6)
+    np.testing.assert_allclose(first(cfg, pictures, None), first(cfg, changed, None), atol=1e-6)  # t2i rows
+    # caption_logprob reads the same mask: it equals the teacher-forced sum above
+    lp = captioning.caption_logprob(params, cfg, pictures, np.asarray(text))
+    nll = -jax.nn.log_softmax(txt, -1)
+    want = -jnp.sum(jnp.where(text[:, 1:] != 0, jnp.take_along_axis(nll, text[:, 1:, None], -1)[..., 0], 0), -1)
+    np.testing.assert_allclose(lp, want, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="i2t_image_targets=False"):
+        both_ways_loss_and_grads(params, cfg, pictures, jnp.zeros((len(pictures), cfg.text_len), jnp.int32),
+                                 np.asarray(text), None, i2t_fraction=0.5,
+                                 loss_weights=(1.0, 1.0), i2t_image_targets=True)
+    with pytest.raises(ValueError, match="image_context='full'.*needs text_head=True"):
+        make_text_model(image_context="full")

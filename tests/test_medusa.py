@@ -64,7 +64,7 @@ def test_greedy_equals_plain_greedy_and_rows_advance_alone(target):
 
 def test_text_prompts_greedy_equals_plain():
     cfg, params = make_text_model(seq_len=9, vocab_size=7, dim=16, num_layers=1, num_heads=2, mlp_dim=24,
-                                  image_positions=True)
+                                  image_positions="learned")
     cond = np.array([[0, 0, 0, 3, 4, 5], [0, 7, 8, 9, 1, 2]], np.int32)
     want = sampling.generate(params, cfg, cond, jax.random.key(0), greedy=True, cfg_scale=2.0)
     got, _ = medusa_decode.generate(params, cfg, random_heads(cfg, params, 4), cond, jax.random.key(1), greedy=True,

@@ -20,8 +20,8 @@ def _cond(cfg, B):
 
 @pytest.mark.parametrize("make, kw", [
     (make_test_model, dict(rope="2d")),
-    (make_test_model, dict(rope="1d", image_positions=True, num_kv_heads=2)),
-    (make_text_model, dict(rope="2d")),
+    (make_test_model, dict(rope="1d", image_positions="learned", num_kv_heads=2)),
+    (make_text_model, dict(rope="2d", image_positions="sincos")),
 ])
 def test_per_row_start_equals_teacher_forcing_over_stale_entries(make, kw):
     cfg, params = make(**kw)

@@ -60,8 +60,9 @@ def _caption(prepared: Prepared, tokens: Array, rng: Array, temperature: Array, 
     C, T, N = cfg.prefix_len, cfg.seq_len, cfg.suffix_len
     null = jnp.zeros((B, cfg.text_len), jnp.int32)  # the empty prompt: the image part is unconditional
     bos = jnp.full((B, 1), bos_id, jnp.int32)
+    full = jnp.full((B,), C + T, jnp.int32) if cfg.image_context == "full" else None  # the image both ways
     logits, cache = model.apply({"params": params}, tokens, null, text=bos, start=0, cache=init_cache(cfg, B),
-                                heads="text")
+                                heads="text", full_prefix=full)
     warp = () if greedy else proc.warpers(temperature, top_k=top_k, top_p=top_p if use_top_p else None)
     sampler = proc.Greedy() if greedy else proc.Categorical()
 
@@ -105,7 +106,8 @@ def caption(params: Any, cfg: TransformerConfig, tokens: Any, rng: Array, *, bos
 @functools.partial(jax.jit, static_argnames=("cfg", "backend"))
 def _logprob(params: Any, tokens: Array, text: Array, *, cfg: TransformerConfig, backend: Backend | None) -> Array:
     null = jnp.zeros((tokens.shape[0], cfg.text_len), jnp.int32)
-    _, nll = cfg.sequence_nll(params, tokens, null, text, backend=backend)
+    _, nll = cfg.sequence_nll(params, tokens, null, text, backend=backend,
+                              i2t=jnp.ones((tokens.shape[0],), bool))
     return -jnp.sum(jnp.where(text[:, 1:] != PAD, nll, 0.0), axis=-1)
 
 

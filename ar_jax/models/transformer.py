@@ -8,13 +8,18 @@ fusion as in Chameleon): after the T image tokens of the null (empty) prompt com
 `i` (then `eos`) from its own head `text_output`. Image positions read `output` (image codes only), text positions
 `text_output` (text ids only): the per-position restriction of the vocabulary is the choice of head. Rotary
 embeddings decide which keys a query reads but move no value, so a text position learns what the image holds more
-easily than where; `image_positions` adds learned absolute rows to the image tokens' embeddings (as ImageGPT's).
+easily than where; `image_positions` adds absolute positions to the image tokens' embeddings (learned, as ImageGPT's,
+or fixed 2-D sine-cosine).
 Pre-norm RMSNorm blocks, SwiGLU, grouped-query attention with interleaved rotary embeddings (1-D or LlamaGen's
 2-D grid form; class and caption rows zero).
 The KV cache is data: `{"k", "v"}`, each a tuple of one array `[B, kv_heads, max_len, head_dim]` per layer,
 passed in and returned; a call writes its keys/values at `start` with `lax.dynamic_update_slice`. One array
 per layer, not one stacked `[layers, ...]` array (XLA updates a layer's array in place), heads-major so decoding
 attention reads it without a transposed copy.
+
+`scan_layers` runs the blocks as one `nn.scan` (params stacked `[layers, ...]`: compile time independent of depth) and
+`remat` recomputes a block's activations in the backward pass; both change training only, decoding unstacks
+(`prepare`). Activations carry logical axis names (`sharding.constrain`, a no-op without a mesh in context).
 
 The model is the same on every platform: the operations that differ (projections, attention, the decode layout of
 the weights) are methods of the `backend` (`ar_jax.backends`) it is built with, a static part of its definition;
@@ -34,9 +39,13 @@ import jax.numpy as jnp
 from ar_jax import axes, backends
 from ar_jax.backends import Backend, Prepared
 from ar_jax.models import conditions, losses
+from ar_jax.sharding import constrain
 
 Array = jax.Array
 Cache = dict[str, tuple[Array, ...]]
+
+
+IMAGE_POSITIONS = ("none", "learned", "sincos")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +71,10 @@ class TransformerConfig:
     text_vocab_size: int = 0  # condition="text": prompt token ids 0..text_vocab_size-1 (0 is padding)
     caption_dim: int = 0  # condition="caption": width of the caption features (LlamaGen t2i: T5's 2048)
     text_head: bool = False  # condition="text": also predict text after the image (image-to-text), own output head
-    image_positions: bool = False  # learned absolute rows `[seq_len, dim]` added to the image tokens' embeddings
+    image_context: str = "causal"  # text_head: how an image before its caption attends to itself: "causal" (as
+    # Chameleon) or "full" (both directions, a prefix-LM as PaliGemma's: every image token sees the whole image)
+    image_positions: str = "none"  # absolute positions added to the image tokens' embeddings: "none", "learned"
+    # (a table `[seq_len, dim]`), "sincos" (fixed 2-D sine-cosine features of row and column, as MAE's)
     null_class: bool = True  # an extra class row (id num_classes) for CFG / label dropout
     token_dropout: float = 0.0
     resid_dropout: float = 0.0
@@ -70,6 +82,8 @@ class TransformerConfig:
     attn_dropout: float = 0.0
     causal: bool = True  # False: bidirectional (MaskGIT)
     dtype: str = "float32"  # compute dtype; parameters stay float32, logits are float32
+    scan_layers: bool = False  # one `nn.scan` over the blocks: params `layers/...` stacked `[num_layers, ...]`
+    remat: str = "none"  # recompute each block's activations in the backward pass: a key of `REMAT_POLICIES`
 
     exact_likelihood: ClassVar[bool] = True  # token_nll is the exact NLL (the model-family protocol)
 
@@ -136,14 +150,18 @@ class TransformerConfig:
         return losses.token_nll(logits[:, self.prefix_len - 1:], tokens)  # position C-1+j predicts token j
 
     def sequence_nll(self, params: Any, tokens: Array, cond: Any, text: Array, rng: Array | None = None,
-                     backend: Backend | None = None) -> tuple[Array, Array]:
+                     backend: Backend | None = None, i2t: Array | None = None) -> tuple[Array, Array]:
         """Teacher-forced NLL in nats of the image tokens `[B, T]` given `cond` and of the text after them
         `[B, text_len + 1]`, in one pass over the whole sequence (`text_head` models). `text [B, text_len + 2]` is
         `[bos, caption.., eos, 0..]`: all but its last id are fed, all but its first are the targets (padding
-        targets included: the caller masks them)."""
+        targets included: the caller masks them). `i2t [B]` bool: the image-to-text rows, whose image attends to
+        itself both ways where `image_context="full"` (their image NLL then is no likelihood: the caller drops it)."""
+        full = None
+        if self.image_context == "full" and i2t is not None:
+            full = jnp.where(i2t, self.prefix_len + self.seq_len, 0).astype(jnp.int32)
         (image, txt), _ = Transformer(self, backend or backends.XLA).apply(
             {"params": params}, tokens, cond, text=text[:, :-1], heads="both", deterministic=rng is None,
-            rngs=None if rng is None else {"dropout": rng})
+            rngs=None if rng is None else {"dropout": rng}, full_prefix=full)
         C = self.prefix_len
         return losses.token_nll(image[:, C - 1:C - 1 + self.seq_len], tokens), losses.token_nll(txt, text[:, 1:])
 
@@ -163,6 +181,16 @@ class TransformerConfig:
         if self.head_dim % 2 or (self.rope == "2d" and self.head_dim % 4):
             raise ValueError(f"head_dim={self.head_dim} must be a multiple of {4 if self.rope == '2d' else 2} "
                              f"for rope={self.rope!r}; change dim or num_heads.")
+        if self.image_context not in ("causal", "full"):
+            raise ValueError(f"image_context={self.image_context!r} is not one of 'causal', 'full'.")
+        if self.image_context == "full" and not self.text_head:
+            raise ValueError("image_context='full' (an image attending to itself both ways before its caption) needs "
+                             "text_head=True (image-to-text); set image_context='causal'.")
+        if self.image_positions not in IMAGE_POSITIONS:
+            raise ValueError(f"image_positions={self.image_positions!r} is not one of {IMAGE_POSITIONS}.")
+        if self.image_positions == "sincos" and (math.isqrt(self.seq_len) ** 2 != self.seq_len or self.dim % 4):
+            raise ValueError(f"image_positions='sincos' needs a square token grid (seq_len={self.seq_len}) and dim "
+                             f"divisible by 4 (dim={self.dim}); use image_positions='learned'.")
         if self.rope not in ("1d", "2d"):
             raise ValueError(f"rope={self.rope!r} is not one of '1d', '2d'.")
         if self.rope == "2d" and math.isqrt(self.seq_len) ** 2 != self.seq_len:
@@ -188,6 +216,21 @@ class TransformerConfig:
                              "(LlamaGen's models use 0; use resid_dropout / ffn_dropout).")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype={self.dtype!r} must be 'float32', 'bfloat16' or 'float16'.")
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"remat={self.remat!r} is not one of {tuple(REMAT_POLICIES)}; set config.model.remat.")
+
+
+def sincos_positions(cfg: TransformerConfig, scale: float = 0.02) -> Array:
+    """Fixed absolute positions `[seq_len, dim]` of a square token grid: sines and cosines of the row (first half of
+    `dim`) and the column (second half) at geometric frequencies, RMS `scale` (the embeddings' initial scale), so
+    "which column" is a linear feature from the first step."""
+    grid, quarter = math.isqrt(cfg.seq_len), cfg.dim // 4
+    freqs = 1.0 / (10_000.0 ** (jnp.arange(quarter, dtype=jnp.float32) / quarter))
+    ang = jnp.outer(jnp.arange(grid, dtype=jnp.float32), freqs)  # [grid, dim // 4]
+    axis = jnp.concatenate([jnp.sin(ang), jnp.cos(ang)], axis=-1)  # [grid, dim // 2]
+    rows = jnp.broadcast_to(axis[:, None], (grid, grid, cfg.dim // 2))
+    cols = jnp.broadcast_to(axis[None, :], (grid, grid, cfg.dim // 2))
+    return scale * math.sqrt(2) * jnp.concatenate([rows, cols], axis=-1).reshape(cfg.seq_len, cfg.dim)
 
 
 def _angles_1d(n: int, head_dim: int, base: float) -> Array:
@@ -244,8 +287,28 @@ PROJECTIONS = {"wq": 1, "wk": 1, "wv": 1, "wo": 2, "w1": 1, "w3": 1, "w2": 1, "o
 
 
 def prepare(params: Any, backend: Backend | None = None) -> Prepared:
-    """Transformer parameters re-laid-out once for decoding by `backend` (default: where they live)."""
+    """Transformer parameters re-laid-out once for decoding by `backend` (default: where they live); a scanned
+    model's stacked layers are unstacked first (decoding keeps one cache array per layer)."""
+    if not isinstance(params, Prepared):
+        params = unstack_layers(params)
     return backends.prepare(params, PROJECTIONS, backend)
+
+
+def stack_layers(params: Any, num_layers: int) -> Any:
+    """Params of an unscanned model (`layers_0 .. layers_{L-1}`) as a scanned one holds them: `layers`, each leaf
+    `[L, ...]` (e.g. a LlamaGen import for a `scan_layers=True` run)."""
+    rest = {k: v for k, v in params.items() if not k.startswith("layers_")}
+    return {**rest, "layers": jax.tree.map(lambda *xs: jnp.stack(xs), *(params[f"layers_{i}"]
+                                                                       for i in range(num_layers)))}
+
+
+def unstack_layers(params: Any) -> Any:
+    """`stack_layers` undone: `layers` `[L, ...]` -> `layers_0 .. layers_{L-1}`; params without `layers` as given."""
+    if "layers" not in params:
+        return params
+    L = jax.tree.leaves(params["layers"])[0].shape[0]
+    rest = {k: v for k, v in params.items() if k != "layers"}
+    return {**rest, **{f"layers_{i}": jax.tree.map(lambda x, i=i: x[i], params["layers"]) for i in range(L)}}
 
 
 class DecodingCache:
@@ -284,9 +347,10 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, rope: Array, mask: Array | None, cache: tuple[Array, Array] | None,
-                 start: Array | int, deterministic: bool) -> tuple[Array, tuple[Array, Array] | None]:
-        """x `[B, S, dim]`; without a cache `mask` is extra to causality (or None), with one it is the whole mask
-        `[B|1, 1, S, M]` over the cache."""
+                 start: Array | int, deterministic: bool,
+                 causal: bool = True) -> tuple[Array, tuple[Array, Array] | None]:
+        """x `[B, S, dim]`; without a cache `mask` is extra to causality (or None; with `causal=False` it is the
+        whole mask), with one it is the whole mask `[B|1, 1, S, M]` over the cache."""
         cfg, be, dt = self.cfg, self.backend, jnp.dtype(self.cfg.dtype)
         H, KV, D = cfg.num_heads, cfg.kv_heads, cfg.head_dim
         p = lambda name, shape, names, n_in=1: dense_param(self, be, name, shape, names, n_in).astype(dt)
@@ -294,11 +358,12 @@ class Attention(nn.Module):
         wk = p("wk", (cfg.dim, KV, D), (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM))
         wv = p("wv", (cfg.dim, KV, D), (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM))
         wo = p("wo", (H, D, cfg.dim), (axes.HEADS, axes.HEAD_DIM, axes.EMBED), 2)
-        q = apply_rope(be.dense(x, wq, 1, (H, D)), rope)  # [B, S, H, D]
-        k = apply_rope(be.dense(x, wk, 1, (KV, D)), rope)  # [B, S, KV, D]
-        v = be.dense(x, wv, 1, (KV, D))
+        q = constrain(apply_rope(be.dense(x, wq, 1, (H, D)), rope), ACT_HEADS)  # [B, S, H, D]
+        k = constrain(apply_rope(be.dense(x, wk, 1, (KV, D)), rope), ACT_KV)  # [B, S, KV, D]
+        v = constrain(be.dense(x, wv, 1, (KV, D)), ACT_KV)
         if cache is None:
-            out = be.attention(q, k, v, causal=cfg.causal, mask=mask, scale=D ** -0.5)
+            out = constrain(be.attention(q, k, v, causal=cfg.causal and causal, mask=mask, scale=D ** -0.5),
+                            ACT_HEADS)
         else:
             ck, cv = cache  # [B, KV, M, D]
             ck, cv = (write_cache(c, new.transpose(0, 2, 1, 3).astype(c.dtype), start) for c, new in ((ck, k), (cv, v)))
@@ -330,6 +395,7 @@ class FeedForward(nn.Module):
         w3 = p("w3", (cfg.dim, cfg.hidden_dim), (axes.EMBED, axes.MLP))
         w2 = p("w2", (cfg.hidden_dim, cfg.dim), (axes.MLP, axes.EMBED))
         h = nn.silu(be.dense(x, w1, 1, (cfg.hidden_dim,))) * be.dense(x, w3, 1, (cfg.hidden_dim,))
+        h = constrain(h, ACT_MLP)  # [B, S, hidden]
         return nn.Dropout(cfg.ffn_dropout)(be.dense(h, w2, 1, (cfg.dim,)), deterministic=deterministic)
 
 
@@ -338,17 +404,36 @@ class Block(nn.Module):
     backend: Backend = backends.XLA
 
     @nn.compact
-    def __call__(self, x, rope, mask, cache, start, deterministic):
+    def __call__(self, x, rope, mask, cache, start, deterministic, causal=True):
+        """x `[B, S, dim]` -> `(x, cache)`; the residual stream is laid out by its logical names at both ends."""
         dt = jnp.dtype(self.cfg.dtype)
+        x = constrain(x, ACT_EMBED)
         h, cache = Attention(self.cfg, self.backend, name="attention")(
-            RMSNorm(self.cfg.norm_eps, dt, name="attention_norm")(x), rope, mask, cache, start, deterministic)
+            RMSNorm(self.cfg.norm_eps, dt, name="attention_norm")(x), rope, mask, cache, start, deterministic, causal)
         x = x + h
         x = x + FeedForward(self.cfg, self.backend, name="feed_forward")(
             RMSNorm(self.cfg.norm_eps, dt, name="ffn_norm")(x), deterministic)
-        return x, cache
+        return constrain(x, ACT_EMBED), cache
+
+
+# What `remat` keeps of a block for the backward pass: "full" only its input; "dots" also the projections' outputs
+# (matmuls without batch dimensions), recomputing attention scores, norms and activations.
+REMAT_POLICIES = {"none": None, "full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+def block_class(cfg: TransformerConfig, scanned: bool) -> type[nn.Module]:
+    """`Block`, or `Block` rematerialised as `cfg.remat` says (its `deterministic` argument static)."""
+    if cfg.remat == "none":
+        return Block
+    return nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not scanned, static_argnums=(6, 7))
 
 
 HEADS = ("image", "text", "both", "hidden")  # which output head(s) a call reads (`Transformer.__call__`)
+ACT_EMBED = (axes.BATCH, axes.LENGTH, axes.EMBED)  # logical names of activations (`sharding.constrain`)
+ACT_HEADS = (axes.BATCH, axes.LENGTH, axes.HEADS, axes.HEAD_DIM)
+ACT_KV = (axes.BATCH, axes.LENGTH, axes.KV_HEADS, axes.HEAD_DIM)
+ACT_MLP = (axes.BATCH, axes.LENGTH, axes.MLP)
+ACT_VOCAB = (axes.BATCH, axes.LENGTH, axes.VOCAB)
 
 
 class Transformer(nn.Module):
@@ -359,8 +444,8 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: Array | None, cond: Any = None, *, text: Array | None = None, start: Array | int = 0,
-                 cache: Cache | None = None, deterministic: bool = True,
-                 heads: str = "image") -> tuple[Array | tuple[Array, Array], Cache | None]:
+                 cache: Cache | None = None, deterministic: bool = True, heads: str = "image",
+                 full_prefix: Array | None = None) -> tuple[Array | tuple[Array, Array], Cache | None]:
         """tokens `[B, S]` int image codes (or None), `cond` a condition (`ar_jax.models.conditions`; or None),
         `text` `[B, L]` text ids after the image tokens (`text_head` models: `[bos, caption..]`; or None).
         With a cache and no condition, `start` may be one position per row `[B]` (each row's own write position;
@@ -372,6 +457,8 @@ class Transformer(nn.Module):
         gives image logits `[B, S, vocab_size]` at every position, "text" text logits `[B, S, text_vocab_size]`,
         "both" (an int `start`) the pair of image logits before position `C + T` and text logits from it on, "hidden"
         the pair of image logits and the final normed hidden state `[B, S, dim]` (what Medusa heads read).
+        `full_prefix` `[B]` int: each row's first `full_prefix` sequence positions attend to one another both ways
+        (a prefix-LM: an image before its caption, `image_context="full"`); None: causal throughout.
         """
         cfg, be, dt = self.cfg, self.backend, jnp.dtype(self.cfg.dtype)
         if heads not in HEADS:
@@ -387,9 +474,10 @@ class Transformer(nn.Module):
             parts.append(prefix)
         if tokens is not None and tokens.shape[1]:
             x_tok = jnp.take(tok_table, tokens, axis=0)  # [B, S, D]
-            if cfg.image_positions:  # where each image token is, in what attention reads (rotary moves no value)
-                pos = self.param("image_positions", nn.with_logical_partitioning(_dense_init(), (None, axes.EMBED)),
-                                 (cfg.seq_len, cfg.dim))
+            if cfg.image_positions != "none":  # where each image token is, in what attention reads (rotary: no value)
+                pos = (sincos_positions(cfg) if cfg.image_positions == "sincos" else self.param(
+                    "image_positions", nn.with_logical_partitioning(_dense_init(), (None, axes.EMBED)),
+                    (cfg.seq_len, cfg.dim)))
                 first = 0 if cond is not None else start - cfg.prefix_len  # image index of tokens[:, 0]
                 if jnp.ndim(first):  # one per row
                     x_tok = x_tok + pos[jnp.clip(first[:, None] + jnp.arange(tokens.shape[1]), 0, cfg.seq_len - 1)]
@@ -399,13 +487,13 @@ class Transformer(nn.Module):
         if text is not None and text.shape[1]:
             parts.append(jnp.take(text_table, text, axis=0))  # [B, L, D]
         x = jnp.concatenate(parts, axis=1).astype(dt) if len(parts) > 1 else parts[0].astype(dt)
-        x = nn.Dropout(cfg.token_dropout)(x, deterministic=deterministic)
+        x = constrain(nn.Dropout(cfg.token_dropout)(x, deterministic=deterministic), ACT_EMBED)
         B, S = x.shape[:2]
         if valid is not None:  # padding rows of the prefix: keys no query sees
             valid = jnp.concatenate([valid, jnp.ones((B, S - valid.shape[1]), bool)], axis=1)  # [B, S]
 
         per_row = jnp.ndim(start) == 1
-        if per_row and (cache is None or cond is not None):
+        if per_row and (cache is None or cond is not None or full_prefix is not None):
             raise ValueError("one start per row [B] is for cached calls without a condition (decoding after the "
                              "prefill); pass a scalar start otherwise.")
         if per_row:
@@ -414,8 +502,14 @@ class Transformer(nn.Module):
         else:
             rope = jax.lax.dynamic_slice_in_dim(rope_table(cfg), start, S)  # [S, D/2, 2]
             q_pos = start + jnp.arange(S)
-        mask = None
-        if cache is None and valid is not None:  # extra to causality; a padding row sees itself only
+        mask, causal = None, True
+        if cache is None and full_prefix is not None:  # the whole mask: causal, or both ways inside the prefix
+            pos = jnp.arange(S)
+            mask = (pos[None, :] <= pos[:, None])[None] | (pos[None, None, :] < full_prefix[:, None, None])
+            if valid is not None:
+                mask = mask & (valid[:, None, :] | jnp.eye(S, dtype=bool)[None])
+            mask, causal = mask[:, None], False  # [B, 1, S, S]
+        elif cache is None and valid is not None:  # extra to causality; a padding row sees itself only
             mask = (valid[:, None, :] | jnp.eye(S, dtype=bool)[None])[:, None]  # [B, 1, S, S]
         elif cache is not None:
             k_pos = jnp.arange(cache["k"][0].shape[2])
@@ -426,31 +520,48 @@ class Transformer(nn.Module):
             else:
                 mask = (k_pos[None, :] <= q_pos[:, None]) if cfg.causal else (k_pos[None, :] < start + S)[None]
                 mask = jnp.broadcast_to(mask, (S, k_pos.shape[0]))[None]  # [1, S, M]
+            if full_prefix is not None:  # a prefill: both ways inside each row's prefix, never past what is written
+                mask = mask | ((k_pos[None, None, :] < full_prefix[:, None, None]) & (k_pos < start + S)[None, None])
             if "valid" in cache:
                 if valid is not None:
                     cache = {**cache, "valid": jax.lax.dynamic_update_slice(cache["valid"], valid, (0, start))}
                 mask = mask & (cache["valid"][:, None, :] | (k_pos == q_pos[..., None]))
             mask = mask[:, None]  # [B|1, 1, S, M]
-        new = []
-        for i in range(cfg.num_layers):
-            x, layer = Block(cfg, be, name=f"layers_{i}")(
-                x, rope, mask, None if cache is None else (cache["k"][i], cache["v"][i]), start, deterministic)
-            new.append(layer)
-        if cache is not None:
-            cache = {**cache, "k": tuple(k for k, _ in new), "v": tuple(v for _, v in new)}
+        # scanned: one block's program over params `layers/...` stacked `[num_layers, ...]`; prepared (unstacked)
+        # params of a scanned model (`prepare`), and every call with a cache, take the loop over `layers_{i}`
+        stacked = cfg.scan_layers and (self.is_initializing() or self.has_variable("params", "layers"))
+        if stacked and cache is not None:
+            raise ValueError("a scanned model (scan_layers=True) decodes from its layers unstacked, each with its own "
+                             "cache array: pass `transformer.prepare(params)` (what every sampler does) or "
+                             "`unstack_layers(params)` instead of the stacked params.")
+        if stacked:
+            layers = nn.scan(block_class(cfg, scanned=True), variable_axes={"params": 0},
+                             split_rngs={"params": True, "dropout": True}, in_axes=(nn.broadcast,) * 6,
+                             length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: axes.LAYERS})
+            x, _ = layers(cfg, be, name="layers")(x, rope, mask, None, start, deterministic, causal)
+        else:
+            new = []
+            layer_class = block_class(cfg, scanned=False) if cache is None else Block
+            for i in range(cfg.num_layers):
+                x, layer = layer_class(cfg, be, name=f"layers_{i}")(
+                    x, rope, mask, None if cache is None else (cache["k"][i], cache["v"][i]), start, deterministic,
+                    causal)
+                new.append(layer)
+            if cache is not None:
+                cache = {**cache, "k": tuple(k for k, _ in new), "v": tuple(v for _, v in new)}
         x = RMSNorm(cfg.norm_eps, dt, name="norm")(x)
         out = dense_param(self, be, "output", (cfg.dim, cfg.vocab_size), (axes.EMBED, axes.VOCAB),
                           init=nn.initializers.zeros)
-        image_head = lambda h: be.dense(h, out.astype(dt), 1, (cfg.vocab_size,), out_dtype=jnp.float32
-                                        ).astype(jnp.float32)
+        image_head = lambda h: constrain(be.dense(h, out.astype(dt), 1, (cfg.vocab_size,), out_dtype=jnp.float32
+                                                  ).astype(jnp.float32), ACT_VOCAB)
         if heads == "hidden":
             return (image_head(x), x), cache
         if not cfg.text_head:
             return image_head(x), cache
         text_out = dense_param(self, be, "text_output", (cfg.dim, cfg.text_vocab_size), (axes.EMBED, axes.VOCAB),
                                init=nn.initializers.zeros)
-        text_head = lambda h: be.dense(h, text_out.astype(dt), 1, (cfg.text_vocab_size,), out_dtype=jnp.float32
-                                       ).astype(jnp.float32)
+        text_head = lambda h: constrain(be.dense(h, text_out.astype(dt), 1, (cfg.text_vocab_size,),
+                                                 out_dtype=jnp.float32).astype(jnp.float32), ACT_VOCAB)
         if heads == "image":
             return image_head(x), cache
         if heads == "text":

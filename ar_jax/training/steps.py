@@ -71,6 +71,9 @@ def both_ways_loss_and_grads(params: Any, cfg: ModelFamily, tokens: jax.Array, c
     over the targets (`loss_weights = (w_image, w_text)`; DALL-E used 7/8, 1/8), the same at any `accum_steps`:
     each target's weight is fixed over the whole batch before it is split.
     """
+    if i2t_image_targets and getattr(cfg, "image_context", "causal") == "full":
+        raise ValueError("image_context='full' lets an image-to-text row's image see itself both ways, so its image "
+                         "tokens cannot be targets: set config.text.i2t_image_targets=False.")
     B, T = tokens.shape
     i2t = jnp.arange(B) < round(i2t_fraction * B)
     cond = conditions.drop(cfg, cond, i2t)
@@ -82,12 +85,12 @@ def both_ways_loss_and_grads(params: Any, cfg: ModelFamily, tokens: jax.Array, c
     image_w = w_image * B * images / n_image  # per row, on its mean image-token NLL
 
     def loss_fn(p, x, r):
-        t, c, txt, tw, iw = x
-        img_nll, txt_nll = cfg.sequence_nll(p, t, c, txt, r, backend)
+        t, c, txt, tw, iw, rows = x
+        img_nll, txt_nll = cfg.sequence_nll(p, t, c, txt, r, backend, i2t=rows)
         loss = (iw * img_nll.mean(-1) + (txt_nll * tw).sum(-1)).mean()
         return loss, (jnp.sum(jnp.where(iw > 0, img_nll.sum(-1), 0.0)), jnp.sum(jnp.where(tw > 0, txt_nll, 0.0)))
 
-    loss, grads, (img_sum, txt_sum) = _accumulate(loss_fn, params, (tokens, cond, text, text_w, image_w), rng,
+    loss, grads, (img_sum, txt_sum) = _accumulate(loss_fn, params, (tokens, cond, text, text_w, image_w, i2t), rng,
                                                   accum_steps)
     return loss, grads, {"image_loss": img_sum / (n_image * T), "text_loss": txt_sum / n_text}
 

@@ -62,6 +62,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         if not 0 <= t.i2t_fraction <= 1:
             raise ValueError(f"config.text.i2t_fraction={t.i2t_fraction} must be in [0, 1] (the share of each batch's "
                              "rows that are image-to-text sequences).")
+        if config.model.get("image_context", "causal") == "full" and t.i2t_image_targets:
+            raise ValueError("config.model.image_context='full' (an image-to-text row's image sees itself both ways) "
+                             "needs config.text.i2t_image_targets=False: those image tokens cannot be targets.")
         if min(t.image_loss_weight, t.text_loss_weight) < 0 or t.image_loss_weight + t.text_loss_weight <= 0:
             raise ValueError(f"config.text.image_loss_weight={t.image_loss_weight} and text_loss_weight="
                              f"{t.text_loss_weight} must be >= 0, not both 0 (DALL-E used 7/8 and 1/8).")
@@ -169,6 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                                         ema_warmup=config.ema_warmup, backend=backend, **both),
                       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, sharding.replicated(mesh)),
                       donate_argnums=0)
+    step_fn = sharding.on_mesh(step_fn, mesh)  # the mesh in context: activations laid out by their logical names
     rows = sharding.process_rows(config.batch_size)
 
     val_key = f"val_{metric}" + ("_ema" if use_ema else "")  # the weights load() reads by default
