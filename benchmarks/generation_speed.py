@@ -60,7 +60,7 @@ RUNS = {"scenes": ("scenes_t2i", "scenes_draft", "scenes_maskgit", "scenes_t2i_m
 ROLES = ("ar", "draft", "maskgit", "medusa")
 
 
-def methods(pipes: dict, k: int) -> dict:
+def methods(pipes: dict, k: int, medusa_k: int = 0) -> dict:
     """name -> `fn(what, seed) -> (tokens [B, T], stats or None)`, `what` labels `[B]` or prompts (a list)."""
     target = pipes["ar"]
     cond = lambda pipe, what: pipe.condition(prompts=what) if isinstance(what, list) else pipe.condition(what)
@@ -75,7 +75,8 @@ def methods(pipes: dict, k: int) -> dict:
     if "medusa" in pipes:
         med = pipes["medusa"]
         mcfg, mparams = med.for_decoding()
-        fns["medusa"] = lambda what, seed: ready(*medusa.generate(mparams, mcfg, med.medusa, cond(med, what),
+        heads = {key: v[:medusa_k or None] for key, v in med.medusa.items()}  # the first medusa_k heads (0: all)
+        fns["medusa"] = lambda what, seed: ready(*medusa.generate(mparams, mcfg, heads, cond(med, what),
                                                                   jax.random.key(seed), **exact))
     if "maskgit" in pipes:
         mg = pipes["maskgit"]
@@ -146,8 +147,9 @@ def bench_dataset(name: str, workdirs: dict, batches: list[int], args: argparse.
     T = pipes["ar"].model_config.seq_len
     out: dict = {"speed": {}, "seq_len": T, "k": args.k,
                  "steps": int(pipes["maskgit"].config.sampling.steps) if "maskgit" in pipes else None,
-                 "medusa_heads": medusa_heads.num_heads(pipes["medusa"].medusa) if "medusa" in pipes else None}
-    fns = methods(pipes, args.k)
+                 "medusa_heads": (args.medusa_k or medusa_heads.num_heads(pipes["medusa"].medusa)) if "medusa" in pipes
+                 else None}
+    fns = methods(pipes, args.k, args.medusa_k)
     for batch in batches:
         what, row = what_to_sample(pipes["ar"], batch), {}
         for method, fn in fns.items():
@@ -219,6 +221,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--k", type=int, default=4, help="drafts per speculative round")
+    parser.add_argument("--medusa_k", type=int, default=0, help="Medusa heads to propose with (the first ones; 0: all)")
     parser.add_argument("--per_class", type=int, default=20, help="samples per class for class-consistency")
     parser.add_argument("--samples_per_prompt", type=int, default=4, help="scene_eval samples per prompt")
     parser.add_argument("--gpt_b", type=int, default=1, help="1: the GPT-B-shaped cost row; 0: leave it out")
