@@ -41,6 +41,7 @@ class ARPipeline:
         self.text_tokenizer = text_tokenizer or builders.make_text_tokenizer(config, workdir)
         self.model_config = builders.make_model_config(config, self.tokenizer, text_tokenizer=self.text_tokenizer)
         self.params = params
+        self.medusa = None  # Medusa heads (`ar_jax.models.medusa`), when loaded from a Medusa run's workdir
         self._decoding = DecodingCache()
 
     def condition(self, labels: Any = None, prompts: Any = None, cond: Any = None) -> Any:
@@ -60,8 +61,14 @@ class ARPipeline:
         return self.model_config, self._decoding.get(self.params)
 
     def sample_tokens(self, labels: Any = None, seed: int = 0, prefix: Any = None, *, prompts: Any = None,
-                      cond: Any = None, **overrides: Any) -> jax.Array:
-        """Image tokens `[B, seq_len]`; sampling settings default to `config.sampling`."""
+                      cond: Any = None, method: str | None = None, **overrides: Any) -> jax.Array:
+        """Image tokens `[B, seq_len]`; sampling settings default to `config.sampling`. `method`: "plain" (one token
+        a forward pass) or "medusa" (the heads of a Medusa run propose, the model verifies: the same distribution);
+        None: "medusa" where heads are loaded, else "plain"."""
+        method = method or ("plain" if self.medusa is None else "medusa")
+        if method not in ("plain", "medusa") or (method == "medusa" and self.medusa is None):
+            raise ValueError(f"method={method!r}: use 'plain', or 'medusa' with a pipeline loaded from a Medusa run "
+                             "(ar_jax.load of a workdir trained with configs/scenes_t2i_medusa.py).")
         cond = self.condition(labels, prompts, cond)
         settings = {**self.config.sampling.to_dict(), **overrides}
         known = set(decode.settings(self.model_config))
@@ -69,14 +76,20 @@ class ARPipeline:
         if unknown:
             raise ValueError(f"unknown sampling setting(s) {sorted(unknown)}; use {', '.join(sorted(known))}.")
         cfg, params = self.for_decoding()
+        if method == "medusa":
+            from ar_jax.decode import medusa
+
+            if prefix is not None or settings.pop("repetition_penalty", 1.0) != 1.0:
+                raise ValueError("Medusa decoding takes no prefix and no repetition penalty; pass method='plain'.")
+            return medusa.generate(params, cfg, self.medusa, cond, jax.random.key(seed), **settings)[0]
         return decode.generate(params, cfg, cond, jax.random.key(seed), prefix=prefix, **settings)
 
     def sample(self, labels: Any = None, seed: int = 0, *, prompts: Any = None, cond: Any = None,
-               **overrides: Any) -> np.ndarray:
+               method: str | None = None, **overrides: Any) -> np.ndarray:
         """uint8 images `[B, H, W, C]` of classes `labels [B]` (or for `prompts`, or `cond`); a fixed seed gives the
-        same images."""
+        same images. `method`: as `sample_tokens`."""
         return self.tokenizer.decode(np.asarray(self.sample_tokens(labels, seed, prompts=prompts, cond=cond,
-                                                                   **overrides)))
+                                                                   method=method, **overrides)))
 
     def complete(self, images: Any, num_known_rows: int, labels: Any = None, seed: int = 0, *, prompts: Any = None,
                  **overrides: Any) -> np.ndarray:
@@ -209,8 +222,11 @@ def load(workdir: str | Path, weights: str = "default") -> Any:
         from ar_jax.tokenizers.vq_tokens import load_vq
 
         return load_vq(workdir)
+    if config.kind == "medusa":  # heads for a frozen AR run: that run's pipeline, sampling with them
+        return _load_medusa(workdir, config, weights)
     if config.kind != "ar":
-        raise ValueError(f"{workdir!r} holds a run of kind {config.kind!r}; ar_jax.load knows 'ar' and 'vq'.")
+        raise ValueError(f"{workdir!r} holds a run of kind {config.kind!r}; ar_jax.load knows 'ar', 'vq' and "
+                         "'medusa'.")
     choices = ("default", "best", "latest", "raw", "ema")
     if weights not in choices:
         raise ValueError(f"weights={weights!r} must be one of {', '.join(map(repr, choices))}: 'best' (lowest "
@@ -239,4 +255,23 @@ def load(workdir: str | Path, weights: str = "default") -> Any:
     pipe = ARPipeline(config, restore_params(workdir, model_config, item=item, step=best if use_best else None),
                       tokenizer=tokenizer, text_tokenizer=text_tokenizer)
     pipe.weights = about  # which checkpoint and weights were read (scripts print it)
+    return pipe
+
+
+def _load_medusa(workdir: str | Path, config: ml_collections.ConfigDict, weights: str) -> ARPipeline:
+    """The base run of a Medusa run (`config.base_workdir`, `weights` of it) with the heads of `workdir` attached."""
+    from ar_jax.models import medusa
+    from ar_jax.training.checkpoints import Checkpointer
+
+    pipe = load(config.base_workdir, weights)
+    ckpt = Checkpointer(workdir)
+    step = ckpt.latest_step()
+    if step is None:
+        raise ValueError(f"{workdir!r} has a config but no checkpoint yet; train it first.")
+    abstract = jax.eval_shape(lambda p: medusa.init_heads(pipe.model_config, p, config.medusa.num_heads,
+                                                          config.medusa.sequential, config.medusa.width),
+                              pipe.params)
+    pipe.medusa = ckpt.restore_params(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract))
+    ckpt.close()
+    pipe.weights += f"; Medusa heads: step {step} of {workdir}"
     return pipe

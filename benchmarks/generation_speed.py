@@ -1,39 +1,46 @@
-"""Generation speed against quality: plain AR, speculative decoding and MaskGIT on the digits and the shapes codes.
+"""Generation speed against quality: plain AR, speculative decoding, Medusa and MaskGIT on the scenes text-to-image
+run, the digits and the shapes codes, and what each method's forward pass costs on a GPT-B-shaped model.
 
-Train every run it reads (each command resumes if run again):
+Train every run it reads (each command resumes if run again; a run that is missing leaves its method out):
 
+    python train.py --config configs/scenes_vq.py --workdir runs/scenes_vq
+    python train.py --config configs/scenes_t2i.py --workdir runs/scenes_t2i
+    python train.py --config configs/scenes_draft.py --workdir runs/scenes_draft
+    python train.py --config configs/scenes_maskgit.py --workdir runs/scenes_maskgit
+    python train.py --config configs/scenes_t2i_medusa.py --workdir runs/scenes_t2i_medusa
     python train.py --config configs/digits_pixels.py --workdir runs/digits
     python train.py --config configs/digits_draft.py --workdir runs/digits_draft
     python train.py --config configs/digits_maskgit.py --workdir runs/digits_maskgit
-    python train.py --config configs/shapes_vq.py --workdir runs/shapes_vq
-    python train.py --config configs/shapes_ar.py --workdir runs/shapes_ar --config.tokenizer.workdir=runs/shapes_vq
-    python train.py --config configs/shapes_draft.py --workdir runs/shapes_draft \
-        --config.tokenizer.workdir=runs/shapes_vq
-    python train.py --config configs/shapes_maskgit.py --workdir runs/shapes_maskgit \
-        --config.tokenizer.workdir=runs/shapes_vq
+    python train.py --config configs/scenes_t2i_medusa.py --workdir runs/digits_medusa --config.base_workdir=runs/digits
+    (shapes: configs/shapes_vq.py, shapes_ar.py, shapes_draft.py, shapes_maskgit.py, and the Medusa heads of
+    runs/shapes_ar into runs/shapes_medusa, as for the digits)
 
 then
 
-    python benchmarks/generation_speed.py [--datasets digits,shapes] [--batches 1,32] [--repeats 3] [--k 4]
+    python benchmarks/generation_speed.py [--datasets scenes,digits,shapes] [--batches 1,32] [--repeats 3] [--k 4]
 
-Speed: tokens/s and images/s of token generation only (the VQ decoder's pixels are not timed), each the median
-of --repeats timed calls after one warm-up call (whose extra time is reported as compile time). Every method
-uses its run's `config.sampling` settings (the target's for speculative decoding, which samples exactly the
-target's distribution). Acceptance rate: accepted / proposed drafts over the timed calls (a round keeps the
-batch's minimum, so it falls with the batch). Quality: class-consistency of `--per_class` samples per class
-(drawn at the largest batch) by the independent judges of benchmarks/digits_quality.py (SVC on real training
-digits) and benchmarks/vq_quality.py (the shape classifier, default judge). Prints a table, then one JSON
-line whose top-level keys are those of the first dataset at the first batch size (the primary), with every
-figure under `results[dataset][batch]`.
+Speed: tokens/s of token generation only (the VQ decoder's pixels are not timed), each the median of --repeats timed
+calls after one warm-up call. Every method uses the run's `config.sampling` (speculative decoding and Medusa sample
+exactly the target's distribution). Speculative: acceptance = accepted / proposed drafts (each row advances by its own
+accepted length). Medusa: acceptance of the heads' proposals and tokens per forward pass (the prefill counted).
+Quality beside each: `benchmarks/scene_eval.py`'s overall for the scenes (--samples_per_prompt each), class-consistency
+of --per_class samples per class for the digits (SVC judge) and shapes (shape classifier), drawn at the largest batch.
+GPT-B row (--gpt_b): seconds of one forward pass of each method's kind on a random GPT-B-shaped model (256 tokens,
+vocabulary 16384, cache half full), and the speed-up over plain decoding that these costs and the primary dataset's
+measured acceptance give (`tokens per pass x plain pass / method pass`; MaskGIT: `256 plain passes / steps full
+passes`). Prints a table, then one JSON line: the primary row (the first dataset at the first batch) at the top
+level, `speculative_acceptance_b32` from the same dataset at batch 32, every figure under `results`.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import statistics
+from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from digits_quality import digit_classifier
 from speed import timed
@@ -41,124 +48,237 @@ from speed import timed
 import ar_jax
 from ar_jax.data.shapes import classify, shape_classifier
 from ar_jax.data.sources import get_dataset
-from ar_jax.decode import speculative
+from ar_jax.decode import medusa, speculative
+from ar_jax.evaluation import scenes as scene_ev
+from ar_jax.models import medusa as medusa_heads
+from ar_jax.models.transformer import Transformer, TransformerConfig, init_cache, prepare
 
-SPECULATIVE_SETTINGS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "greedy", "cfg_scale")
-
-
-def timed_calls(fn, labels: np.ndarray, repeats: int) -> tuple[float, float, list]:
-    """`timed` over `fn(labels, seed)` with a new seed each call; also the stats of every call (warm-up first)."""
-    stats, seeds = [], iter(range(10_000))
-    med, compile_s = timed(lambda: stats.append(fn(labels, next(seeds))[1]), repeats)
-    return med, compile_s, stats
-
-
-def methods(target, draft, mg, k: int) -> dict:
-    """name -> `fn(labels [B], seed) -> (tokens [B, T], stats or None)`."""
-    spec_settings = {key: v for key, v in target.config.sampling.to_dict().items() if key in SPECULATIVE_SETTINGS}
-
-    def plain(labels, seed):
-        return jax.block_until_ready(target.sample_tokens(labels, seed)), None
-
-    def spec(labels, seed):
-        toks, stats = speculative.generate(target.params, target.model_config, draft.params, draft.model_config,
-                                           labels, jax.random.key(seed), k=k, **spec_settings)
-        return jax.block_until_ready(toks), {key: int(v) for key, v in stats.items()}
-
-    def maskgit(labels, seed):
-        return jax.block_until_ready(mg.sample_tokens(labels, seed)), None
-
-    return {"plain": plain, "speculative": spec, "maskgit": maskgit}
+EXACT_SETTINGS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "greedy", "cfg_scale")
+RUNS = {"scenes": ("scenes_t2i", "scenes_draft", "scenes_maskgit", "scenes_t2i_medusa"),
+        "digits": ("digits", "digits_draft", "digits_maskgit", "digits_medusa"),
+        "shapes": ("shapes_ar", "shapes_draft", "shapes_maskgit", "shapes_medusa")}
+ROLES = ("ar", "draft", "maskgit", "medusa")
 
 
-def class_consistency(fn, judge, decode, num_classes: int, per_class: int, batch: int) -> float:
-    """Fraction of `per_class` samples of each class that the judge labels with their class (batches padded)."""
-    labels = np.repeat(np.arange(num_classes, dtype=np.int32), per_class)
-    toks = []
-    for i, start in enumerate(range(0, len(labels), batch)):
-        chunk = labels[start:start + batch]
-        padded = np.concatenate([chunk, np.repeat(chunk[:1], batch - len(chunk))])
-        toks.append(np.asarray(fn(padded, 1000 + i)[0])[: len(chunk)])
-    return float((judge(decode(np.concatenate(toks))) == labels).mean())
+def methods(pipes: dict, k: int, medusa_k: int = 0) -> dict:
+    """name -> `fn(what, seed) -> (tokens [B, T], stats or None)`, `what` labels `[B]` or prompts (a list)."""
+    target = pipes["ar"]
+    cond = lambda pipe, what: pipe.condition(prompts=what) if isinstance(what, list) else pipe.condition(what)
+    exact = {key: v for key, v in target.config.sampling.to_dict().items() if key in EXACT_SETTINGS}
+    ready = lambda toks, stats: (jax.block_until_ready(toks), {key: int(v) for key, v in stats.items()})
+    fns = {"plain": lambda what, seed: (jax.block_until_ready(
+        target.sample_tokens(cond=cond(target, what), seed=seed, method="plain")), None)}
+    if "draft" in pipes:
+        (cfg, params), (dcfg, dparams) = target.for_decoding(), pipes["draft"].for_decoding()
+        fns["speculative"] = lambda what, seed: ready(*speculative.generate(
+            params, cfg, dparams, dcfg, cond(target, what), jax.random.key(seed), k=k, **exact))
+    if "medusa" in pipes:
+        med = pipes["medusa"]
+        mcfg, mparams = med.for_decoding()
+        heads = {key: v[:medusa_k or None] for key, v in med.medusa.items()}  # the first medusa_k heads (0: all)
+        fns["medusa"] = lambda what, seed: ready(*medusa.generate(mparams, mcfg, heads, cond(med, what),
+                                                                  jax.random.key(seed), **exact))
+    if "maskgit" in pipes:
+        mg = pipes["maskgit"]
+        fns["maskgit"] = lambda what, seed: (jax.block_until_ready(mg.sample_tokens(cond=cond(mg, what), seed=seed)),
+                                             None)
+    return fns
 
 
-def bench_dataset(name: str, workdirs: dict, batches: list[int], repeats: int, k: int, per_class: int) -> dict:
-    target, draft, mg = (ar_jax.load(workdirs[key]) for key in ("ar", "draft", "maskgit"))
-    for key, pipe in zip(("ar", "draft", "maskgit"), (target, draft, mg)):
-        print(f"{name} {key} {workdirs[key]}: {pipe.weights}")
+def quality(name: str, pipes: dict, fns: dict, batch: int, per_class: int, samples_per_prompt: int) -> dict:
+    """method -> scene_eval overall (scenes) or class-consistency (digits, shapes) of its samples."""
+    target = pipes["ar"]
+    if name == "scenes":
+        held_out = tuple(target.config.data.get("held_out", scene_ev.DEFAULT_HELD_OUT))
+        return {m: scene_ev.evaluate(lambda prompts, seed, fn=fn: target.tokenizer.decode(np.asarray(
+            fn(list(prompts), seed)[0])), held_out, samples_per_prompt, batch).overall for m, fn in fns.items()}
     data = get_dataset(target.config.data)
     if name == "digits":
-        clf = digit_classifier(target.tokenizer, data)
-        judge, decode = clf.predict, lambda toks: toks  # the SVC reads pixel tokens
+        judge, decode = digit_classifier(target.tokenizer, data).predict, lambda toks: toks  # reads pixel tokens
     else:
         clf = shape_classifier(data)
         judge, decode = (lambda images: classify(clf, images)), target.tokenizer.decode
-    T, classes = target.model_config.seq_len, max(data.num_classes, 1)
-    out: dict = {"quality": {}, "speed": {}, "steps": int(mg.config.sampling.steps), "k": k, "seq_len": T}
-    fns = methods(target, draft, mg, k)
+    labels = np.repeat(np.arange(max(data.num_classes, 1), dtype=np.int32), per_class)
+    out = {}
+    for m, fn in fns.items():
+        toks = []
+        for i, start in enumerate(range(0, len(labels), batch)):
+            chunk = labels[start:start + batch]
+            padded = np.concatenate([chunk, np.repeat(chunk[:1], batch - len(chunk))])
+            toks.append(np.asarray(fn(padded, 1000 + i)[0])[: len(chunk)])
+        out[m] = float((judge(decode(np.concatenate(toks))) == labels).mean())
+    return out
+
+
+def what_to_sample(pipe, batch: int) -> object:
+    """A batch's labels (classes in turn) or prompts (the scene evaluation's, in turn)."""
+    if pipe.model_config.condition == "text":
+        seen, held = scene_ev.scene_prompts()
+        prompts = seen + held
+        return [prompts[i % len(prompts)] for i in range(batch)]
+    return np.arange(batch, dtype=np.int32) % max(pipe.config.data.num_classes, 1)
+
+
+def timed_calls(fn, what, repeats: int) -> tuple[float, float, list]:
+    """`timed` over `fn(what, seed)` with a new seed each call; also the stats of every call (warm-up first)."""
+    stats, seeds = [], iter(range(10_000))
+    med, compile_s = timed(lambda: stats.append(fn(what, next(seeds))[1]), repeats)
+    return med, compile_s, stats
+
+
+def seconds_per_call(fn, args: tuple, repeats: int, carry: bool = False) -> float:
+    """Median seconds of `fn(*args)`; with `carry` the first argument is replaced by the first output each call (a
+    donated cache)."""
+    box = list(args)
+
+    def call():
+        out = jax.block_until_ready(fn(*box))
+        if carry:
+            box[0] = out[0]
+    return timed(call, repeats)[0]
+
+
+def bench_dataset(name: str, workdirs: dict, batches: list[int], args: argparse.Namespace) -> dict:
+    pipes = {role: ar_jax.load(w) for role, w in workdirs.items() if Path(w, "config.json").is_file()}
+    if "ar" not in pipes:
+        raise ValueError(f"{workdirs['ar']} holds no trained run: train it first (commands in this script's doc).")
+    for role, w in workdirs.items():
+        print(f"{name} {role} {w}: {pipes[role].weights if role in pipes else 'not trained, left out'}")
+    T = pipes["ar"].model_config.seq_len
+    out: dict = {"speed": {}, "seq_len": T, "k": args.k,
+                 "steps": int(pipes["maskgit"].config.sampling.steps) if "maskgit" in pipes else None,
+                 "medusa_heads": (args.medusa_k or medusa_heads.num_heads(pipes["medusa"].medusa)) if "medusa" in pipes
+                 else None}
+    fns = methods(pipes, args.k, args.medusa_k)
     for batch in batches:
-        labels = np.arange(batch, dtype=np.int32) % classes
-        row = {}
+        what, row = what_to_sample(pipes["ar"], batch), {}
         for method, fn in fns.items():
-            med, compile_s, stats = timed_calls(fn, labels, repeats)
-            row[method] = {"tokens_per_s": batch * T / med, "images_per_s": batch / med, "seconds": med,
-                           "compile_s": compile_s}
-            if method == "speculative":
-                timed_stats = stats[1:]  # the warm-up call apart
-                proposed = sum(s["proposed"] for s in timed_stats)
-                row[method]["acceptance_rate"] = sum(s["accepted"] for s in timed_stats) / max(proposed, 1)
-                row[method]["rounds"] = statistics.median(s["rounds"] for s in timed_stats)
+            med, compile_s, stats = timed_calls(fn, what, args.repeats)
+            row[method] = {"tokens_per_s": batch * T / med, "seconds": med, "compile_s": compile_s}
+            if stats[0] is not None:
+                s = {key: sum(x[key] for x in stats[1:]) for key in stats[0]}  # the timed calls
+                row[method]["acceptance"] = s["accepted"] / max(s["proposed"], 1)
+                row[method]["tokens_per_pass"] = (batch * T * args.repeats / (batch * args.repeats + s["row_rounds"])
+                                                  if method == "medusa" else
+                                                  (s["accepted"] + s["row_rounds"]) / max(s["row_rounds"], 1))
         out["speed"][batch] = row
-    for method, fn in fns.items():
-        out["quality"][method] = class_consistency(fn, judge, decode, classes, per_class, max(batches))
+    out["quality"] = quality(name, pipes, fns, max(batches), args.per_class, args.samples_per_prompt)
+    return out
+
+
+def gpt_b_costs(batches: list[int], k: int, heads: int, repeats: int) -> dict:
+    """batch -> seconds of one forward pass: plain (1 token), verify (k + 1 and heads + 1 tokens, per-row start),
+    Medusa heads (on one position), draft (1 token of a GPT-B/4 draft) and MaskGIT (all 256 tokens, bidirectional)."""
+    cfg = TransformerConfig(vocab_size=16384, seq_len=256, num_classes=1000, dim=768, num_layers=12, num_heads=12)
+    dcfg = cfg.replace(dim=192, num_layers=6, num_heads=3)
+    prepared, dprepared = (prepare(c.init(jax.random.key(0))[0]) for c in (cfg, dcfg))
+    mg_cfg = cfg.replace(causal=False)
+    C, T = cfg.prefix_len, cfg.seq_len
+    hp = medusa_heads.init_heads(cfg, {"output": jnp.full((cfg.dim, cfg.vocab_size), 0.01)}, heads)
+
+    def step_fn(c, p):
+        @functools.partial(jax.jit, donate_argnums=0)
+        def run(cache, toks, start):
+            (logits, hidden), cache = Transformer(c, p.backend).apply({"params": p.params}, toks, None, start=start,
+                                                                      cache=cache, heads="hidden")
+            return cache, logits.sum() + hidden.sum()
+        return run
+
+    maskgit_pass = jax.jit(lambda toks, labels: Transformer(mg_cfg, prepared.backend).apply(
+        {"params": prepared.params}, toks, labels)[0].sum())
+    out = {}
+    for B in batches:
+        row = {}
+        for key, c, p, n in (("plain", cfg, prepared, 1), ("verify_k", cfg, prepared, k + 1),
+                             ("verify_heads", cfg, prepared, heads + 1), ("draft", dcfg, dprepared, 1)):
+            run, cache = step_fn(c, p), init_cache(c, B, C + T + max(k, heads) + 1)
+            toks = jnp.zeros((B, n), jnp.int32)
+            start = jnp.int32(C + T // 2) if n == 1 else jnp.full((B,), C + T // 2, jnp.int32)
+            row[key] = seconds_per_call(run, (cache, toks, start), repeats, carry=True)
+        row["heads"] = seconds_per_call(jax.jit(medusa_heads.head_logits), (hp, jnp.ones((B, cfg.dim))), repeats)
+        row["maskgit"] = seconds_per_call(maskgit_pass, (jnp.zeros((B, T), jnp.int32), jnp.zeros((B,), jnp.int32)),
+                                          repeats)
+        out[B] = row
+    return out
+
+
+def projected(costs: dict, speed: dict, k: int, steps: int | None, T: int = 256) -> dict:
+    """Speed-up over plain decoding on GPT-B from its pass costs and the measured tokens per pass."""
+    out = {}
+    if "medusa" in speed:
+        out["medusa"] = speed["medusa"]["tokens_per_pass"] * costs["plain"] / (costs["verify_heads"] + costs["heads"])
+    if "speculative" in speed:
+        out["speculative"] = speed["speculative"]["tokens_per_pass"] * costs["plain"] / (
+            costs["verify_k"] + k * costs["draft"])
+    if steps:
+        out["maskgit"] = T * costs["plain"] / (steps * costs["maskgit"])
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default="digits,shapes")
+    parser.add_argument("--datasets", default="scenes,digits,shapes")
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--k", type=int, default=4, help="drafts per speculative round")
+    parser.add_argument("--medusa_k", type=int, default=0, help="Medusa heads to propose with (the first ones; 0: all)")
     parser.add_argument("--per_class", type=int, default=20, help="samples per class for class-consistency")
-    for name in ("digits", "shapes"):
-        for role, default in (("ar", name if name == "digits" else "shapes_ar"), ("draft", f"{name}_draft"),
-                              ("maskgit", f"{name}_maskgit")):
+    parser.add_argument("--samples_per_prompt", type=int, default=4, help="scene_eval samples per prompt")
+    parser.add_argument("--gpt_b", type=int, default=1, help="1: the GPT-B-shaped cost row; 0: leave it out")
+    for name, defaults in RUNS.items():
+        for role, default in zip(ROLES, defaults):
             parser.add_argument(f"--{name}_{role}", default=f"runs/{default}")
     args = parser.parse_args()
     datasets = [d for d in args.datasets.split(",") if d]
-    if not datasets or set(datasets) - {"digits", "shapes"}:
-        raise ValueError(f"--datasets={args.datasets!r} must list digits and/or shapes.")
+    if not datasets or set(datasets) - set(RUNS):
+        raise ValueError(f"--datasets={args.datasets!r} must list some of {', '.join(RUNS)}.")
     batches = [int(b) for b in args.batches.split(",")]
     if args.repeats < 3 or min(batches) < 1:
         raise ValueError(f"--repeats={args.repeats} must be >= 3 and --batches={args.batches} positive.")
 
     results = {}
     for name in datasets:
-        workdirs = {role: getattr(args, f"{name}_{role}") for role in ("ar", "draft", "maskgit")}
-        results[name] = bench_dataset(name, workdirs, batches, args.repeats, args.k, args.per_class)
-        r = results[name]
-        print(f"\n{name}: {r['seq_len']} tokens per image, speculative k={r['k']}, MaskGIT steps={r['steps']}, "
-              f"medians of {args.repeats} ({jax.devices()[0].platform}, {jax.device_count()} device(s))")
-        print(f"{'method':12s} {'batch':>5s} {'tokens/s':>10s} {'images/s':>9s} {'accept':>7s} {'compile s':>9s} "
-              f"{'class-consistency':>17s}")
+        r = results[name] = bench_dataset(name, {role: getattr(args, f"{name}_{role}") for role in ROLES}, batches,
+                                          args)
+        judge = "scene_eval overall" if name == "scenes" else "class-consistency"
+        print(f"\n{name}: {r['seq_len']} tokens per image, speculative k={r['k']}, Medusa heads={r['medusa_heads']}, "
+              f"MaskGIT steps={r['steps']}, medians of {args.repeats} ({jax.devices()[0].platform}, "
+              f"{jax.device_count()} device(s))")
+        print(f"{'method':12s} {'batch':>5s} {'tokens/s':>10s} {'accept':>7s} {'tok/pass':>8s} {'compile s':>9s} "
+              f"{judge:>18s}")
         for batch in batches:
             for method, s in r["speed"][batch].items():
-                acc = f"{s['acceptance_rate']:7.3f}" if "acceptance_rate" in s else f"{'-':>7s}"
-                print(f"{method:12s} {batch:5d} {s['tokens_per_s']:10.1f} {s['images_per_s']:9.2f} {acc} "
-                      f"{s['compile_s']:9.1f} {r['quality'][method]:17.3f}")
+                acc = f"{s['acceptance']:7.3f} {s['tokens_per_pass']:8.2f}" if "acceptance" in s else f"{'-':>7s} " \
+                    f"{'-':>8s}"
+                print(f"{method:12s} {batch:5d} {s['tokens_per_s']:10.1f} {acc} {s['compile_s']:9.1f} "
+                      f"{r['quality'][method]:18.3f}")
     primary = results[datasets[0]]
-    speed = primary["speed"][batches[0]]
+    if args.gpt_b:
+        costs = gpt_b_costs(batches, args.k, primary["medusa_heads"] or 4, args.repeats)
+        print(f"\nGPT-B shape (random weights, 256 tokens): ms per forward pass, and the speed-up over plain that "
+              f"{datasets[0]}'s tokens per pass give")
+        for batch in batches:
+            c = costs[batch]
+            up = projected(c, primary["speed"][batch], args.k, primary["steps"])
+            print(f"batch {batch:3d}: " + " ".join(f"{key} {1e3 * v:.2f}" for key, v in c.items()) + " | speed-up "
+                  + " ".join(f"{key} {v:.2f}x" for key, v in up.items()))
+            c["projected_speedup"] = up
+        primary["gpt_b"] = costs
+    speed, b0 = primary["speed"][batches[0]], batches[0]
+    get = lambda method, key: speed[method][key] if method in speed else None
+    b32 = primary["speed"].get(32, {})
     summary = {
-        "primary": f"{datasets[0]}, batch {batches[0]}",
-        "plain_tokens_per_s": speed["plain"]["tokens_per_s"],
-        "speculative_tokens_per_s": speed["speculative"]["tokens_per_s"],
-        "acceptance_rate": speed["speculative"]["acceptance_rate"],
-        "maskgit_tokens_per_s": speed["maskgit"]["tokens_per_s"],
-        "plain_class_consistency": primary["quality"]["plain"],
-        "speculative_class_consistency": primary["quality"]["speculative"],
-        "maskgit_class_consistency": primary["quality"]["maskgit"],
-        "k": args.k, "maskgit_steps": primary["steps"], "results": results,
+        "primary": f"{datasets[0]}, batch {b0}",
+        "plain_tokens_per_s": get("plain", "tokens_per_s"),
+        "speculative_tokens_per_s": get("speculative", "tokens_per_s"),
+        "acceptance_rate": get("speculative", "acceptance"),
+        "maskgit_tokens_per_s": get("maskgit", "tokens_per_s"),
+        "medusa_tokens_per_s": get("medusa", "tokens_per_s"),
+        "medusa_acceptance": get("medusa", "acceptance"),
+        "medusa_tokens_per_pass": get("medusa", "tokens_per_pass"),
+        "speculative_acceptance_b32": b32["speculative"]["acceptance"] if "speculative" in b32 else None,
+        **{f"{m}_quality": q for m, q in primary["quality"].items()},
+        "k": args.k, "maskgit_steps": primary["steps"], "medusa_heads": primary["medusa_heads"], "results": results,
     }
     print(json.dumps(summary))
 

@@ -56,7 +56,7 @@ def test_draft_equal_to_target_is_always_accepted(target):
     cfg, params = target
     toks, stats = speculative.generate(params, cfg, params, cfg, np.array([0, 1, 2]), jax.random.key(2), k=5,
                                        temperature=0.8, cfg_scale=processors.Interval(2.0, 0, 5))
-    assert int(stats["proposed"]) == cfg.seq_len - 2  # rounds of 1 + 5 and 1 + 2 tokens (window slid back)
+    assert int(stats["proposed"]) == 3 * (cfg.seq_len - 2)  # 3 rows, rounds of 1 + 5 and 1 + 2 tokens (slid back)
     assert int(stats["accepted"]) == int(stats["proposed"])
     assert int(stats["rounds"]) == 2
     assert toks.shape == (3, cfg.seq_len) and 0 <= int(toks.min()) and int(toks.max()) < cfg.vocab_size

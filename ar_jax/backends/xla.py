@@ -69,8 +69,9 @@ class Backend:
     def cached_attention(self, q: Array, k: Array, v: Array, *, start: Array | int, causal: bool,
                          mask: Array, lengths_only: bool, scale: float) -> Array:
         """Attention of new positions `q [B, S, H, D]` over the cache `k, v [B, KV, M, D]` (written up to
-        `start + S`); `mask [B|1, 1, S, M]` is the full mask. `lengths_only` (static): the mask is exactly
-        "key position <= query position", so one causal position may read just the first `start + 1` entries."""
+        `start + S`; `start` one scalar or one per row `[B]`); `mask [B|1, 1, S, M]` is the full mask. `lengths_only`
+        (static): the mask is exactly "key position <= query position", so one causal position may read just the
+        first `start + 1` entries."""
         dt = q.dtype
         if lengths_only and causal and q.shape[1] == 1 and k.shape[2] % WRITTEN_BLOCK == 0 \
                 and k.shape[2] >= 2 * WRITTEN_BLOCK:
@@ -129,7 +130,8 @@ def einsum_attention(q: Array, k: Array, v: Array, mask: Array, scale: float) ->
 
 
 def written_attention(q: Array, k: Array, v: Array, length: Array, scale: float, block: int = WRITTEN_BLOCK) -> Array:
-    """Attention of one new position `q [B, 1, H, D]` over the first `length` cache entries of `k, v [B, KV, M, D]`.
+    """Attention of one new position `q [B, 1, H, D]` over the first `length` (scalar, or per row `[B]`) cache entries
+    of `k, v [B, KV, M, D]`.
 
     Reads only the blocks holding written entries (a loop with a traced trip count, online softmax across blocks),
     where `einsum_attention` reads all M: half the cache on average over a generation. Same result.
@@ -138,13 +140,15 @@ def written_attention(q: Array, k: Array, v: Array, length: Array, scale: float,
     KV = k.shape[1]
     G = H // KV
     qg = q.reshape(B, KV, G, D)
+    length_ = length if jnp.ndim(length) == 0 else length[:, None, None, None]  # against [B, KV, G, block]
+    length = jnp.max(length)
 
     def body(i, carry):
         m, total, acc = carry
         kb = jax.lax.dynamic_slice_in_dim(k, i * block, block, axis=2).astype(q.dtype)
         vb = jax.lax.dynamic_slice_in_dim(v, i * block, block, axis=2).astype(q.dtype)
         s = jnp.einsum("bkgd,bkmd->bkgm", qg, kb, preferred_element_type=jnp.float32) * scale
-        s = jnp.where(i * block + jnp.arange(block) < length, s, -jnp.inf)
+        s = jnp.where(i * block + jnp.arange(block) < length_, s, -jnp.inf)
         m_new = jnp.maximum(m, s.max(-1))
         p = jnp.exp(s - m_new[..., None])
         c = jnp.exp(m - m_new)

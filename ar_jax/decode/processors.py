@@ -299,6 +299,15 @@ def apply_positions(chain: tuple, logits: Array, pos: Array, length: int) -> Arr
     return jax.vmap(one, in_axes=(1, 0), out_axes=1)(logits, pos)
 
 
+def apply_rows(chain: tuple, logits: Array, pos: Array, length: int) -> Array:
+    """`apply_positions` with each row at its own positions: logits `[R, K, V]` (R = B, or 2B `[cond; uncond]` rows
+    under guidance), pos `[B, K]` -> `[B, K, V]` (no counts)."""
+    B = pos.shape[0]
+    pairs = logits.reshape(logits.shape[0] // B, B, *logits.shape[1:])  # [R / B, B, K, V]
+    one = lambda lg, p: apply_positions(chain, lg, p, length)[0]
+    return jax.vmap(one, in_axes=(1, 0))(pairs, pos)
+
+
 def needs_counts(chain: tuple) -> bool:
     """Whether any processor reads `Context.counts` (then the sampler carries them)."""
     return any(proc.needs_counts for proc in chain)

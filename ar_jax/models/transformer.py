@@ -267,9 +267,10 @@ def rope_table(cfg: TransformerConfig) -> Array:
 
 
 def apply_rope(x: Array, rope: Array) -> Array:
-    """Rotate interleaved pairs `(x[2i], x[2i+1])`. x `[B, S, H, D]`, rope `[S, D//2, 2]`."""
+    """Rotate interleaved pairs `(x[2i], x[2i+1])`. x `[B, S, H, D]`, rope `[S, D//2, 2]` (or per row `[B, S, ..]`)."""
     xs = x.astype(jnp.float32).reshape(*x.shape[:-1], -1, 2)
-    cos, sin = rope[None, :, None, :, 0], rope[None, :, None, :, 1]
+    rope = rope if rope.ndim == 4 else rope[None]
+    cos, sin = rope[:, :, None, :, 0], rope[:, :, None, :, 1]
     out = jnp.stack([xs[..., 0] * cos - xs[..., 1] * sin, xs[..., 1] * cos + xs[..., 0] * sin], axis=-1)
     return out.reshape(x.shape).astype(x.dtype)
 
@@ -365,15 +366,21 @@ class Attention(nn.Module):
                             ACT_HEADS)
         else:
             ck, cv = cache  # [B, KV, M, D]
-            idx = (0, 0, start, 0)
-            ck = jax.lax.dynamic_update_slice(ck, k.transpose(0, 2, 1, 3).astype(ck.dtype), idx)
-            cv = jax.lax.dynamic_update_slice(cv, v.transpose(0, 2, 1, 3).astype(cv.dtype), idx)
+            ck, cv = (write_cache(c, new.transpose(0, 2, 1, 3).astype(c.dtype), start) for c, new in ((ck, k), (cv, v)))
             cache = (ck, cv)
             out = be.cached_attention(q, ck, cv, start=start, causal=cfg.causal, mask=mask,
                                       lengths_only=not conditions.has_padding(cfg),
                                       scale=D ** -0.5)
         out = be.dense(out, wo, 2, (cfg.dim,))
         return nn.Dropout(cfg.resid_dropout)(out, deterministic=deterministic), cache
+
+
+def write_cache(cache: Array, new: Array, start: Array | int) -> Array:
+    """`new [B, KV, S, D]` written into `cache [B, KV, M, D]` at position `start`: one scalar, or one per row `[B]`
+    (rows of a batch that accepted different numbers of speculated tokens)."""
+    if jnp.ndim(start) == 0:
+        return jax.lax.dynamic_update_slice(cache, new, (0, 0, start, 0))
+    return jax.vmap(lambda c, x, s: jax.lax.dynamic_update_slice(c, x, (0, s, 0)))(cache, new, start)
 
 
 class FeedForward(nn.Module):
@@ -421,7 +428,7 @@ def block_class(cfg: TransformerConfig, scanned: bool) -> type[nn.Module]:
     return nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not scanned, static_argnums=(6, 7))
 
 
-HEADS = ("image", "text", "both")  # which output head(s) a call reads (`Transformer.__call__`)
+HEADS = ("image", "text", "both", "hidden")  # which output head(s) a call reads (`Transformer.__call__`)
 ACT_EMBED = (axes.BATCH, axes.LENGTH, axes.EMBED)  # logical names of activations (`sharding.constrain`)
 ACT_HEADS = (axes.BATCH, axes.LENGTH, axes.HEADS, axes.HEAD_DIM)
 ACT_KV = (axes.BATCH, axes.LENGTH, axes.KV_HEADS, axes.HEAD_DIM)
@@ -441,19 +448,22 @@ class Transformer(nn.Module):
                  full_prefix: Array | None = None) -> tuple[Array | tuple[Array, Array], Cache | None]:
         """tokens `[B, S]` int image codes (or None), `cond` a condition (`ar_jax.models.conditions`; or None),
         `text` `[B, L]` text ids after the image tokens (`text_head` models: `[bos, caption..]`; or None).
+        With a cache and no condition, `start` may be one position per row `[B]` (each row's own write position;
+        positions past `max_len` read the last rotary row, for queries no kept output depends on).
 
         With a condition its prefix rows are prepended, so the sequence is `[prefix(C), tokens, text]`. `start` is the
         sequence position of the first element (0 when a condition is given). With a cache, keys/values are
         written at `start` and attention reads the cache up to the written positions. `heads` (static): "image"
         gives image logits `[B, S, vocab_size]` at every position, "text" text logits `[B, S, text_vocab_size]`,
-        "both" (an int `start`) the pair of image logits before position `C + T` and text logits from it on.
+        "both" (an int `start`) the pair of image logits before position `C + T` and text logits from it on, "hidden"
+        the pair of image logits and the final normed hidden state `[B, S, dim]` (what Medusa heads read).
         `full_prefix` `[B]` int: each row's first `full_prefix` sequence positions attend to one another both ways
         (a prefix-LM: an image before its caption, `image_context="full"`); None: causal throughout.
         """
         cfg, be, dt = self.cfg, self.backend, jnp.dtype(self.cfg.dtype)
         if heads not in HEADS:
             raise ValueError(f"heads={heads!r} is not one of {HEADS}.")
-        if (text is not None or heads != "image") and not cfg.text_head:
+        if (text is not None or heads in ("text", "both")) and not cfg.text_head:
             raise ValueError("text after the image needs a model trained both ways (config.model.text_head=True).")
         tok_table = self.param("tok_embeddings", nn.with_logical_partitioning(
             _dense_init(), (axes.VOCAB, axes.EMBED)), (cfg.vocab_size, cfg.dim))
@@ -469,7 +479,10 @@ class Transformer(nn.Module):
                     "image_positions", nn.with_logical_partitioning(_dense_init(), (None, axes.EMBED)),
                     (cfg.seq_len, cfg.dim)))
                 first = 0 if cond is not None else start - cfg.prefix_len  # image index of tokens[:, 0]
-                x_tok = x_tok + jax.lax.dynamic_slice_in_dim(pos, first, tokens.shape[1])[None]
+                if jnp.ndim(first):  # one per row
+                    x_tok = x_tok + pos[jnp.clip(first[:, None] + jnp.arange(tokens.shape[1]), 0, cfg.seq_len - 1)]
+                else:
+                    x_tok = x_tok + jax.lax.dynamic_slice_in_dim(pos, first, tokens.shape[1])[None]
             parts.append(x_tok)
         if text is not None and text.shape[1]:
             parts.append(jnp.take(text_table, text, axis=0))  # [B, L, D]
@@ -479,8 +492,16 @@ class Transformer(nn.Module):
         if valid is not None:  # padding rows of the prefix: keys no query sees
             valid = jnp.concatenate([valid, jnp.ones((B, S - valid.shape[1]), bool)], axis=1)  # [B, S]
 
-        rope = jax.lax.dynamic_slice_in_dim(rope_table(cfg), start, S)  # [S, D/2, 2]
-        q_pos = start + jnp.arange(S)
+        per_row = jnp.ndim(start) == 1
+        if per_row and (cache is None or cond is not None or full_prefix is not None):
+            raise ValueError("one start per row [B] is for cached calls without a condition (decoding after the "
+                             "prefill); pass a scalar start otherwise.")
+        if per_row:
+            q_pos = start[:, None] + jnp.arange(S)  # [B, S]
+            rope = rope_table(cfg)[jnp.minimum(q_pos, cfg.max_len - 1)]  # [B, S, D/2, 2]
+        else:
+            rope = jax.lax.dynamic_slice_in_dim(rope_table(cfg), start, S)  # [S, D/2, 2]
+            q_pos = start + jnp.arange(S)
         mask, causal = None, True
         if cache is None and full_prefix is not None:  # the whole mask: causal, or both ways inside the prefix
             pos = jnp.arange(S)
@@ -492,14 +513,19 @@ class Transformer(nn.Module):
             mask = (valid[:, None, :] | jnp.eye(S, dtype=bool)[None])[:, None]  # [B, 1, S, S]
         elif cache is not None:
             k_pos = jnp.arange(cache["k"][0].shape[2])
-            mask = (k_pos[None, :] <= q_pos[:, None]) if cfg.causal else (k_pos[None, :] < start + S)[None]
-            mask = jnp.broadcast_to(mask, (S, k_pos.shape[0]))[None]  # [1, S, M]
+            if per_row:
+                if not cfg.causal:
+                    raise ValueError("one start per row needs a causal model (config causal=True).")
+                mask = k_pos[None, None, :] <= q_pos[:, :, None]  # [B, S, M]
+            else:
+                mask = (k_pos[None, :] <= q_pos[:, None]) if cfg.causal else (k_pos[None, :] < start + S)[None]
+                mask = jnp.broadcast_to(mask, (S, k_pos.shape[0]))[None]  # [1, S, M]
             if full_prefix is not None:  # a prefill: both ways inside each row's prefix, never past what is written
                 mask = mask | ((k_pos[None, None, :] < full_prefix[:, None, None]) & (k_pos < start + S)[None, None])
             if "valid" in cache:
                 if valid is not None:
                     cache = {**cache, "valid": jax.lax.dynamic_update_slice(cache["valid"], valid, (0, start))}
-                mask = mask & (cache["valid"][:, None, :] | (k_pos[None, :] == q_pos[:, None])[None])
+                mask = mask & (cache["valid"][:, None, :] | (k_pos == q_pos[..., None]))
             mask = mask[:, None]  # [B|1, 1, S, M]
         # scanned: one block's program over params `layers/...` stacked `[num_layers, ...]`; prepared (unstacked)
         # params of a scanned model (`prepare`), and every call with a cache, take the loop over `layers_{i}`
@@ -528,6 +554,8 @@ class Transformer(nn.Module):
                           init=nn.initializers.zeros)
         image_head = lambda h: constrain(be.dense(h, out.astype(dt), 1, (cfg.vocab_size,), out_dtype=jnp.float32
                                                   ).astype(jnp.float32), ACT_VOCAB)
+        if heads == "hidden":
+            return (image_head(x), x), cache
         if not cfg.text_head:
             return image_head(x), cache
         text_out = dense_param(self, be, "text_output", (cfg.dim, cfg.text_vocab_size), (axes.EMBED, axes.VOCAB),

@@ -105,6 +105,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if config.kind == "vq":
         from ar_jax.training.vq_trainer import train_vq
         return train_vq(config, workdir)
+    if config.kind == "medusa":
+        from ar_jax.training.medusa import train_medusa
+        return train_medusa(config, workdir)
     workdir = Path(workdir)
     check_config(config)
     sharding.maybe_initialize_distributed(config)

@@ -97,7 +97,7 @@ class CpuBackend(Backend):
                          mask: Array, lengths_only: bool, scale: float) -> Array:
         B, S, H, D = q.shape
         KV = k.shape[1]
-        if self.native and lengths_only and causal and S == 1 \
+        if self.native and lengths_only and causal and S == 1 and jnp.ndim(start) == 0 \
                 and kernels.attention_usable(qg := q.reshape(B, KV, H // KV, D), k, v):
             return kernels.decode_attention(qg, k, v, start + 1, scale).reshape(q.shape).astype(q.dtype)
         return super().cached_attention(q, k, v, start=start, causal=causal, mask=mask, lengths_only=lengths_only,
