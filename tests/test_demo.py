@@ -189,3 +189,23 @@ def test_service_of_a_class_run_and_a_draft(tmp_path):
         service.generate("x", 1)
     with pytest.raises(ValueError, match="without image-to-text.*text_head=False"):
         service.caption(np.zeros((8, 8, 1), np.uint8))
+
+
+def test_service_of_a_medusa_run(tmp_path):
+    """A Medusa run's workdir: the page offers its heads (first) and plain decoding; greedy-like top-1 sampling gives
+    the same images both ways."""
+    from ar_jax.demo.service import DemoService
+    from tests.helpers import smoke_config
+
+    train_and_evaluate(smoke_config(), tmp_path / "base")
+    config = load_config_file("configs/scenes_t2i_medusa.py:smoke")
+    config.unlock()
+    config.base_workdir = str(tmp_path / "base")
+    config.lock()
+    train_and_evaluate(config, tmp_path / "medusa")
+    service = DemoService(tmp_path / "medusa", max_batch=4)
+    assert service.methods == ["medusa", "plain"] and "Medusa heads" in service.about
+    fast = service.generate("1, 2", 2, seed=0, temperature=0.05, top_k=1)
+    plain = service.generate("1, 2", 2, seed=0, temperature=0.05, top_k=1, method="plain")
+    assert "medusa decoding" in fast.status
+    np.testing.assert_array_equal(fast.images, plain.images)

@@ -17,7 +17,7 @@ import numpy as np
 from ar_jax import builders
 from ar_jax.pipeline import load
 
-METHODS = ("plain", "speculative", "maskgit")  # decoding methods a run may offer (`DemoService.methods`)
+METHODS = ("plain", "speculative", "medusa", "maskgit")  # decoding methods a run may offer (`DemoService.methods`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +52,8 @@ class DemoService:
         self.captions = bool(getattr(cfg, "text_head", False))
         family = self.pipe.config.model.get("family", "transformer")
         self.methods = ["maskgit"] if family == "maskgit" else ["plain"]
+        if getattr(self.pipe, "medusa", None) is not None:  # a Medusa run: its heads propose, the run verifies
+            self.methods.insert(0, "medusa")
         self.draft = None
         if draft_workdir is not None:
             from ar_jax.decode import speculative
@@ -115,10 +117,11 @@ class DemoService:
         rows = [r for r in rows for _ in range(per_condition)]
         return ({"prompts": rows} if self.kind == "text" else {"labels": rows}), n
 
-    def generate(self, request: str, per_condition: int, *, seed: int = 0, method: str = "plain",
+    def generate(self, request: str, per_condition: int, *, seed: int = 0, method: str | None = None,
                  cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Answer:
         """Images for `request` (prompts one a line, or class labels), `per_condition` each; the batch is padded to
         `max_batch` rows so every request runs the program compiled at start-up."""
+        method = method or self.methods[0]
         if method not in self.methods:
             raise ValueError(f"method {method!r} is not offered by this run; use one of {self.methods}"
                              + (" (speculative needs --draft_workdir)" if method == "speculative" else "") + ".")
@@ -129,8 +132,10 @@ class DemoService:
                         top_p=float(top_p))
         if method == "speculative":
             images = self._speculative(padded, int(seed), settings)
-        else:
+        elif method == "maskgit":
             images = self.pipe.sample(seed=int(seed), **padded, **settings)
+        else:
+            images = self.pipe.sample(seed=int(seed), **padded, **settings, method=method)
         return Answer(images=np.asarray(images)[:n], status=f"{n} image(s), seed {int(seed)}, {method} decoding.")
 
     def _speculative(self, cond: dict[str, Any], seed: int, settings: dict[str, Any]) -> np.ndarray:
