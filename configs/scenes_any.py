@@ -33,10 +33,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.model.text_head = True  # also predict text after the image (image-to-text), with its own output head
     c.model.image_context = "full"  # an image before its caption sees itself both ways (a prefix-LM, as PaliGemma)
     c.model.image_positions = "sincos"  # absolute 2-D positions on the image tokens: captions read where things are
-    c.text.i2t_fraction = 0.4  # share of each batch's rows that are image-to-text sequences (the rest text-to-image)
+    c.text.i2t_fraction = 0.5  # share of each batch's rows that are image-to-text sequences (the rest text-to-image)
     c.text.i2t_image_targets = False  # an image-to-text row's image tokens: context only (True: also targets)
     c.text.image_loss_weight = 1.0  # loss = image_loss_weight * mean image-token NLL + ...
     c.text.text_loss_weight = 1.0  # ... text_loss_weight * mean caption-token NLL (DALL-E: 7/8 and 1/8)
     if variant is None:
-        c.num_train_steps = 3800  # optimizer steps (configs/scenes_t2i.py: 3000)
+        c.num_train_steps = 4500  # optimizer steps: half text-to-image rows, as many as 3,600 text-to-image-only steps
     return c
