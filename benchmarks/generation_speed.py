@@ -195,7 +195,9 @@ def gpt_b_costs(batches: list[int], k: int, heads: int, repeats: int) -> dict:
             toks = jnp.zeros((B, n), jnp.int32)
             start = jnp.int32(C + T // 2) if n == 1 else jnp.full((B,), C + T // 2, jnp.int32)
             row[key] = seconds_per_call(run, (cache, toks, start), repeats, carry=True)
-        row["heads"] = seconds_per_call(jax.jit(medusa_heads.head_logits), (hp, jnp.ones((B, cfg.dim))), repeats)
+        prev = jnp.zeros((B, heads), jnp.int32) if "embed" in hp else None  # sequential heads read a token each
+        row["heads"] = seconds_per_call(jax.jit(medusa_heads.head_logits), (hp, jnp.ones((B, cfg.dim)), prev),
+                                        repeats)
         row["maskgit"] = seconds_per_call(maskgit_pass, (jnp.zeros((B, T), jnp.int32), jnp.zeros((B,), jnp.int32)),
                                           repeats)
         out[B] = row
