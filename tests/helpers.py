@@ -125,3 +125,17 @@ def cached_logits(cfg, params, tokens, labels, backend=backends.XLA):
         out, cache = step(tokens[:, t:t + 1], cache, cfg.prefix_len + t)
         outs.append(out[:, -1])
     return jnp.stack(outs, 1)
+
+
+def train_both_ways_run(root):
+    """The smoke scenes tokenizer and the smoke run trained both ways on it (configs/scenes_any.py:smoke) under
+    `root`: the run's workdir."""
+    from ar_jax.training import train_and_evaluate
+
+    train_and_evaluate(load_config_file("configs/scenes_vq.py:smoke"), root / "vq")
+    config = load_config_file("configs/scenes_any.py:smoke")
+    config.unlock()
+    config.tokenizer.workdir = str(root / "vq")
+    config.lock()
+    train_and_evaluate(config, root / "any")
+    return root / "any"

@@ -13,20 +13,14 @@ from ar_jax.config import load_config_file
 from ar_jax.data.scenes import generate
 from ar_jax.images import save_png
 from ar_jax.pipeline import ARPipeline
-from ar_jax.training import train_and_evaluate
+from tests.helpers import train_both_ways_run
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """The smoke tokenizer and the smoke both-ways run trained on it (4 steps): `(workdir, pipe)`."""
-    root = tmp_path_factory.mktemp("any")
-    train_and_evaluate(load_config_file("configs/scenes_vq.py:smoke"), root / "vq")
-    config = load_config_file("configs/scenes_any.py:smoke")
-    config.unlock()
-    config.tokenizer.workdir = str(root / "vq")
-    config.lock()
-    train_and_evaluate(config, root / "any")
-    return root / "any", ar_jax.load(root / "any")
+    workdir = train_both_ways_run(tmp_path_factory.mktemp("any"))
+    return workdir, ar_jax.load(workdir)
 
 
 def test_the_run_logs_both_modalities(run):

@@ -17,6 +17,7 @@ from ar_jax.config import load_config_file
 from ar_jax.data.scenes import generate
 from ar_jax.images import save_png
 from ar_jax.training import train_and_evaluate
+from tests.helpers import train_both_ways_run
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -24,14 +25,7 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A smoke run trained both ways (text-to-image and captions) on the smoke scenes tokenizer."""
-    root = tmp_path_factory.mktemp("demo")
-    train_and_evaluate(load_config_file("configs/scenes_vq.py:smoke"), root / "vq")
-    config = load_config_file("configs/scenes_any.py:smoke")
-    config.unlock()
-    config.tokenizer.workdir = str(root / "vq")
-    config.lock()
-    train_and_evaluate(config, root / "any")
-    return root / "any"
+    return train_both_ways_run(tmp_path_factory.mktemp("demo"))
 
 
 @pytest.fixture(scope="module")
