@@ -1,7 +1,6 @@
 """Two real processes over 127.0.0.1 training on Grain token shards: disjoint rows of the one-process batches, the
 same losses, and SIGTERM to one host saving the same step on both (orbax's preemption sync point)."""
 
-import json
 import os
 import signal
 import socket
@@ -16,7 +15,7 @@ from ar_jax.data import tokenize
 from ar_jax.training import trainer
 from ar_jax.training.checkpoints import Checkpointer
 from ar_jax.training.metrics import read_metrics
-from tests.helpers import smoke_config
+from tests.helpers import run_two_processes, smoke_config
 from tests.test_reliability import wait_for_step
 
 ROOT = Path(__file__).parent.parent
@@ -43,20 +42,7 @@ def test_two_processes_read_disjoint_rows_and_match_one_process(tmp_path, digit_
     one = sharded_config()
     one.loader.shards = str(digit_shards)
     trainer.train_and_evaluate(one, tmp_path / "one")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests/multiprocess_run.py"), str(port), str(i),
-                               str(tmp_path / "two"), str(digit_shards)], env=env, cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    try:
-        outs = [p.communicate(timeout=300)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
-    got = json.loads((tmp_path / "two/multiprocess.json").read_text())
+    got = run_two_processes(tmp_path / "two", digit_shards)
     assert (got["devices"], got["processes"]) == (4, 2)
     shares = [np.load(tmp_path / f"two/rows_{p}.npy") for p in range(2)]  # [steps, 4, 64] each
     assert shares[0].shape == (3, 4, 64)

@@ -14,6 +14,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from ar_jax import sharding
+from tests.helpers import run_two_processes
 
 ROOT = Path(__file__).parent.parent
 
@@ -100,23 +101,9 @@ def test_batch_not_divisible_by_data_parallel_size_is_refused():
 
 
 def test_two_processes_over_127_0_0_1_match_one_process(runs, tmp_path):
-    import socket
 
     single, _, _ = runs
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests/multiprocess_run.py"), str(port), str(i),
-                               str(tmp_path / "mp")], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    try:
-        outs = [p.communicate(timeout=300)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
-    got = json.loads((tmp_path / "mp/multiprocess.json").read_text())
+    got = run_two_processes(tmp_path / "mp")
     assert (got["devices"], got["processes"]) == (4, 2)
     np.testing.assert_allclose(got["losses"], single["ref_losses"], rtol=1e-5)
 
