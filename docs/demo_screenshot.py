@@ -53,8 +53,7 @@ def main() -> None:
         box = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#prompts textarea"))
         box.clear()
         box.send_keys("\n".join(args.prompts))
-        slider = driver.find_element(By.CSS_SELECTOR, "input[type=number][aria-label*='per prompt'], "
-                                                      "input[type=number]")
+        slider = driver.find_element(By.CSS_SELECTOR, "input[type=number]")  # the first: images per prompt
         slider.clear()
         slider.send_keys(str(args.per_prompt))
         driver.find_element(By.ID, "generate").click()

@@ -145,15 +145,12 @@ def run_two_processes(out_dir, *args) -> dict:
     """`tests/multiprocess_run.py` as a real two-process `jax.distributed` run on 127.0.0.1 (2 CPU devices each),
     writing into `out_dir` (extra `args` passed on); its `multiprocess.json`, after both exited 0."""
     import json
-    import socket
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     procs = [subprocess.Popen([sys.executable, str(root / "tests/multiprocess_run.py"), str(port), str(i),
                                str(out_dir), *map(str, args)], env=env, cwd=root, stdout=subprocess.PIPE,
@@ -165,3 +162,12 @@ def run_two_processes(out_dir, *args) -> dict:
             p.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
     return json.loads((Path(out_dir) / "multiprocess.json").read_text())
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server or coordinator a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

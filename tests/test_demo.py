@@ -4,7 +4,6 @@ prompt's and a bad image's error text, captions an upload, and keeps serving."""
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from ar_jax.config import load_config_file
 from ar_jax.data.scenes import generate
 from ar_jax.images import save_png
 from ar_jax.training import train_and_evaluate
-from tests.helpers import train_both_ways_run
+from tests.helpers import free_port, train_both_ways_run
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -65,18 +64,12 @@ def test_service_refuses_bad_settings(workdir):
         DemoService(workdir, max_batch=0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(workdir):
     """`python -m ar_jax.demo` on 127.0.0.1 (a free port) until the module's tests end: its URL."""
     if not (CHROMIUM and DRIVER):
         pytest.skip("no Chromium here: install Debian's chromium and chromium-driver (.ci/run does)")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
     proc = subprocess.Popen([sys.executable, "-m", "ar_jax.demo", "--workdir", str(workdir), "--port", str(port),
                              "--max_batch", "4"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
