@@ -42,10 +42,50 @@ def train_main(argv: list[str] | None = None) -> None:
     train_and_evaluate(config, args.workdir)
 
 
+def add_cores_flag(parser: argparse.ArgumentParser) -> None:
+    """`--cpu_cores`: how many CPU cores XLA:CPU runs on (ar_jax.backends.cpu.cores)."""
+    parser.add_argument("--cpu_cores", default="auto",
+                        help="CPU cores to decode on: auto (one for a small model and batch, where handing tiny "
+                             "kernels between cores costs more than they do; else all), all, or a number")
+
+
+def choose_cores(flag: str, workdir: str | None, batch: int) -> list[int]:
+    """Apply `--cpu_cores` before JAX starts: "auto" sizes a decoding step of the run in `workdir` at `batch` images
+    (parameters x rows, CFG doubling them) against `cores.ONE_CORE_WORK`; a run that is not a transformer, or
+    no run, keeps every core. Returns the cores used."""
+    from ar_jax.backends.cpu import cores
+
+    n = cores.parse(flag)
+    if n == "auto":
+        params = estimated_params(workdir) if workdir else None
+        n = "all" if params is None else cores.auto_cores(params, 2 * batch)
+    return cores.use_cores(n)
+
+
+def estimated_params(workdir: str) -> int | None:
+    """About how many parameters a decoding step of the transformer run in `workdir` reads (from its saved config
+    alone, so nothing is computed before the cores are chosen); None for other families or unreadable configs."""
+    import json
+    from pathlib import Path
+
+    try:
+        config = json.loads(Path(workdir, "config.json").read_text())
+        if config.get("kind") == "medusa":
+            config = json.loads(Path(config["base_workdir"], "config.json").read_text())
+        m = config["model"]
+        if m.get("family", "transformer") not in ("transformer", "maskgit"):
+            return None
+        dim, layers, heads = int(m["dim"]), int(m["num_layers"]), int(m["num_heads"])
+        kv = dim * int(m.get("num_kv_heads") or heads) // heads
+        hidden = int(m.get("mlp_dim") or 8 * dim // 3)
+        vocab = int(config.get("tokenizer", {}).get("codebook_size") or 256)
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return None
+    return layers * (2 * dim * dim + 2 * dim * kv + 3 * dim * hidden) + vocab * dim
+
+
 @_friendly
 def sample_main(argv: list[str] | None = None) -> None:
-    import jax  # noqa: F401 - imported before work so that errors above come first
-
     from ar_jax.config import apply_overrides
     from ar_jax.images import save_grid
     from ar_jax.pipeline import ARPipeline, load
@@ -80,6 +120,7 @@ def sample_main(argv: list[str] | None = None) -> None:
     g.add_argument("--top_k", type=int, default=None, help="LlamaGen's defaults: 2000 (c2i), 1000 (t2i)")
     g.add_argument("--top_p", type=float, default=1.0)
     g.add_argument("--temperature", type=float, default=1.0)
+    add_cores_flag(parser)
     args, overrides = _split(sys.argv[1:] if argv is None else argv, parser)
     if args.caption is not None:
         if args.out or args.labels or args.prompt or args.caption_embeddings or args.llamagen_gpt:
@@ -90,10 +131,12 @@ def sample_main(argv: list[str] | None = None) -> None:
         parser.error("pass --out file.png or file.npz (or --caption IMAGE ... to caption images)")
     elif not args.out.endswith((".png", ".npz")):
         parser.error(f"--out={args.out!r} must end in .png or .npz")
+    if not args.workdir and not args.llamagen_gpt:
+        parser.error("pass --workdir (a trained run) or --llamagen_gpt (a LlamaGen checkpoint)")
+    choose_cores(args.cpu_cores, args.workdir if not args.llamagen_gpt else None,
+                 len(args.caption) if args.caption is not None else args.batch_size)
     if args.llamagen_gpt:
         return _sample_llamagen(args)
-    if not args.workdir:
-        parser.error("pass --workdir (a trained run) or --llamagen_gpt (a LlamaGen checkpoint)")
     pipe = load(args.workdir, weights=args.weights)
     if not isinstance(pipe, ARPipeline):
         raise ValueError(f"{args.workdir!r} is a tokenizer run (config.kind={pipe.config.kind!r}); sample from an AR "

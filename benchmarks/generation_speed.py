@@ -25,11 +25,16 @@ exactly the target's distribution). Speculative: acceptance = accepted / propose
 accepted length). Medusa: acceptance of the heads' proposals and tokens per forward pass (the prefill counted).
 Quality beside each: `benchmarks/scene_eval.py`'s overall for the scenes (--samples_per_prompt each), class-consistency
 of --per_class samples per class for the digits (SVC judge) and shapes (shape classifier), drawn at the largest batch.
-GPT-B row (--gpt_b): seconds of one forward pass of each method's kind on a random GPT-B-shaped model (256 tokens,
-vocabulary 16384, cache half full), and the speed-up over plain decoding that these costs and the primary dataset's
-measured acceptance give (`tokens per pass x plain pass / method pass`; MaskGIT: `256 plain passes / steps full
-passes`). Prints a table, then one JSON line: the primary row (the first dataset at the first batch) at the top
-level, `speculative_acceptance_b32` from the same dataset at batch 32, every figure under `results`.
+Pass costs: milliseconds of one forward pass of each method's kind (plain: 1 token; verification: k + 1 or heads
++ 1 tokens at per-row positions; the heads; a draft token; MaskGIT: every image token), timed 8 in a compiled loop,
+for the primary dataset's own run, draft and heads (its rows doubled by CFG, as decoding runs them) and for a random
+GPT-B-shaped model (--gpt_b: 256 tokens, vocabulary 16384, a GPT-B/4 draft), each with the speed-up over plain that
+these costs and the measured tokens per pass give (`tokens per pass x plain pass / method pass`; MaskGIT: `tokens
+plain passes / steps full passes`): on the own run it explains the measured speed, on GPT-B it projects it.
+--cpu_cores (default 1) is chosen before anything runs (`ar_jax.backends.cpu.cores`): these small runs decode
+several times faster on one core of this 2-core machine than on both. Prints a table, then one JSON line: the
+primary row (the first dataset at the first batch) at the top level, `speculative_acceptance_b32` from the same
+dataset at batch 32, every figure under `results`.
 """
 
 from __future__ import annotations
@@ -46,9 +51,11 @@ from digits_quality import digit_classifier
 from speed import timed
 
 import ar_jax
+from ar_jax.backends.cpu import cores as cpu_cores
 from ar_jax.data.shapes import classify, shape_classifier
 from ar_jax.data.sources import get_dataset
 from ar_jax.decode import medusa, speculative
+from ar_jax.decode import processors as proc
 from ar_jax.evaluation import scenes as scene_ev
 from ar_jax.models import medusa as medusa_heads
 from ar_jax.models.transformer import Transformer, TransformerConfig, init_cache, prepare
@@ -58,6 +65,7 @@ RUNS = {"scenes": ("scenes_t2i", "scenes_draft", "scenes_maskgit", "scenes_t2i_m
         "digits": ("digits", "digits_draft", "digits_maskgit", "digits_medusa"),
         "shapes": ("shapes_ar", "shapes_draft", "shapes_maskgit", "shapes_medusa")}
 ROLES = ("ar", "draft", "maskgit", "medusa")
+PASSES = 8  # forward passes timed in one call
 
 
 def methods(pipes: dict, k: int, medusa_k: int = 0) -> dict:
@@ -166,42 +174,61 @@ def bench_dataset(name: str, workdirs: dict, batches: list[int], args: argparse.
     return out
 
 
-def gpt_b_costs(batches: list[int], k: int, heads: int, repeats: int) -> dict:
-    """batch -> seconds of one forward pass: plain (1 token), verify (k + 1 and heads + 1 tokens, per-row start),
-    Medusa heads (on one position), draft (1 token of a GPT-B/4 draft) and MaskGIT (all 256 tokens, bidirectional)."""
-    cfg = TransformerConfig(vocab_size=16384, seq_len=256, num_classes=1000, dim=768, num_layers=12, num_heads=12)
-    dcfg = cfg.replace(dim=192, num_layers=6, num_heads=3)
-    prepared, dprepared = (prepare(c.init(jax.random.key(0))[0]) for c in (cfg, dcfg))
-    mg_cfg = cfg.replace(causal=False)
-    C, T = cfg.prefix_len, cfg.seq_len
-    hp = medusa_heads.init_heads(cfg, {"output": jnp.full((cfg.dim, cfg.vocab_size), 0.01)}, heads)
+def pass_costs(cfg: TransformerConfig, prepared, dcfg: TransformerConfig, dprepared, hp: dict, batches: list[int],
+               k: int, repeats: int, rows_per_image: int = 1) -> dict:
+    """batch -> seconds of one forward pass of each method's kind for a model (`cfg`, `prepared`), its draft and its
+    Medusa heads `hp`: plain (1 token), verify (k + 1 and heads + 1 tokens, per-row start), the heads (on one
+    position), the draft (1 token) and MaskGIT (every token, bidirectional), on `rows_per_image` (2: CFG) rows an
+    image."""
+    C, T, heads = cfg.prefix_len, cfg.seq_len, medusa_heads.num_heads(hp)
 
     def step_fn(c, p):
         @functools.partial(jax.jit, donate_argnums=0)
-        def run(cache, toks, start):
-            (logits, hidden), cache = Transformer(c, p.backend).apply({"params": p.params}, toks, None, start=start,
-                                                                      cache=cache, heads="hidden")
-            return cache, logits.sum() + hidden.sum()
+        def run(cache, toks, start):  # PASSES passes in one call: a decoding loop's cost, not Python's dispatch
+            def body(i, carry):
+                cache, acc = carry
+                (logits, hidden), cache = Transformer(c, p.backend).apply({"params": p.params}, toks + i, None,
+                                                                          start=start, cache=cache, heads="hidden")
+                return cache, acc + logits.sum() + hidden.sum()
+            return jax.lax.fori_loop(0, PASSES, body, (cache, jnp.float32(0)))
         return run
 
-    maskgit_pass = jax.jit(lambda toks, labels: Transformer(mg_cfg, prepared.backend).apply(
-        {"params": prepared.params}, toks, labels)[0].sum())
+    heads_fn = jax.jit(lambda hp, hidden, prev: jax.lax.fori_loop(
+        0, PASSES, lambda i, acc: acc + medusa_heads.head_logits(hp, hidden + i, prev).sum(), jnp.float32(0)))
     out = {}
-    for B in batches:
-        row = {}
+    for batch in batches:
+        row, B = {}, batch * rows_per_image
         for key, c, p, n in (("plain", cfg, prepared, 1), ("verify_k", cfg, prepared, k + 1),
-                             ("verify_heads", cfg, prepared, heads + 1), ("draft", dcfg, dprepared, 1)):
+                             ("verify_heads", cfg, prepared, heads + 1), ("draft", dcfg, dprepared, 1),
+                             ("maskgit", cfg, prepared, T)):  # MaskGIT: a pass over every image token
             run, cache = step_fn(c, p), init_cache(c, B, C + T + max(k, heads) + 1)
             toks = jnp.zeros((B, n), jnp.int32)
-            start = jnp.int32(C + T // 2) if n == 1 else jnp.full((B,), C + T // 2, jnp.int32)
-            row[key] = seconds_per_call(run, (cache, toks, start), repeats, carry=True)
+            at = C if n == T else C + T // 2
+            start = jnp.int32(at) if n == 1 else jnp.full((B,), at, jnp.int32)
+            row[key] = seconds_per_call(run, (cache, toks, start), repeats, carry=True) / PASSES
         prev = jnp.zeros((B, heads), jnp.int32) if "embed" in hp else None  # sequential heads read a token each
-        row["heads"] = seconds_per_call(jax.jit(medusa_heads.head_logits), (hp, jnp.ones((B, cfg.dim)), prev),
-                                        repeats)
-        row["maskgit"] = seconds_per_call(maskgit_pass, (jnp.zeros((B, T), jnp.int32), jnp.zeros((B,), jnp.int32)),
-                                          repeats)
-        out[B] = row
+        row["heads"] = seconds_per_call(heads_fn, (hp, jnp.ones((B, cfg.dim)), prev), repeats) / PASSES
+        out[batch] = row
     return out
+
+
+def gpt_b_costs(batches: list[int], k: int, heads: int, repeats: int) -> dict:
+    """`pass_costs` of a random GPT-B-shaped model (256 tokens, vocabulary 16384), a GPT-B/4 draft and K heads."""
+    cfg = TransformerConfig(vocab_size=16384, seq_len=256, num_classes=1000, dim=768, num_layers=12, num_heads=12)
+    dcfg = cfg.replace(dim=192, num_layers=6, num_heads=3)
+    prepared, dprepared = (prepare(c.init(jax.random.key(0))[0]) for c in (cfg, dcfg))
+    hp = medusa_heads.init_heads(cfg, {"output": jnp.full((cfg.dim, cfg.vocab_size), 0.01)}, heads)
+    return pass_costs(cfg, prepared, dcfg, dprepared, hp, batches, k, repeats)
+
+
+def own_costs(workdirs: dict, batches: list[int], k: int, repeats: int) -> dict | None:
+    """`pass_costs` of a dataset's own trained run, draft and heads (None unless all three are trained)."""
+    if not all(Path(workdirs[r], "config.json").is_file() for r in ("ar", "draft", "medusa")):
+        return None
+    target, draft, med = (ar_jax.load(workdirs[r]) for r in ("ar", "draft", "medusa"))
+    (cfg, params), (dcfg, dparams) = target.for_decoding(), draft.for_decoding()
+    rows = 2 if proc.uses_guidance(target.config.sampling.cfg_scale) else 1  # CFG: a null row beside each
+    return pass_costs(cfg, prepare(params), dcfg, prepare(dparams), med.medusa, batches, k, repeats, rows)
 
 
 def projected(costs: dict, speed: dict, k: int, steps: int | None, T: int = 256) -> dict:
@@ -227,10 +254,13 @@ def main() -> None:
     parser.add_argument("--per_class", type=int, default=20, help="samples per class for class-consistency")
     parser.add_argument("--samples_per_prompt", type=int, default=4, help="scene_eval samples per prompt")
     parser.add_argument("--gpt_b", type=int, default=1, help="1: the GPT-B-shaped cost row; 0: leave it out")
+    parser.add_argument("--cpu_cores", default="1",
+                        help="CPU cores XLA:CPU runs on (1: these small runs decode fastest on one; all; a number)")
     for name, defaults in RUNS.items():
         for role, default in zip(ROLES, defaults):
             parser.add_argument(f"--{name}_{role}", default=f"runs/{default}")
     args = parser.parse_args()
+    used = cpu_cores.use_cores(cpu_cores.parse(args.cpu_cores))  # first: XLA:CPU sizes its thread pool once
     datasets = [d for d in args.datasets.split(",") if d]
     if not datasets or set(datasets) - set(RUNS):
         raise ValueError(f"--datasets={args.datasets!r} must list some of {', '.join(RUNS)}.")
@@ -245,7 +275,7 @@ def main() -> None:
         judge = "scene_eval overall" if name == "scenes" else "class-consistency"
         print(f"\n{name}: {r['seq_len']} tokens per image, speculative k={r['k']}, Medusa heads={r['medusa_heads']}, "
               f"MaskGIT steps={r['steps']}, medians of {args.repeats} ({jax.devices()[0].platform}, "
-              f"{jax.device_count()} device(s))")
+              f"{jax.device_count()} device(s), {len(used)} CPU core(s))")
         print(f"{'method':12s} {'batch':>5s} {'tokens/s':>10s} {'accept':>7s} {'tok/pass':>8s} {'compile s':>9s} "
               f"{judge:>18s}")
         for batch in batches:
@@ -255,6 +285,17 @@ def main() -> None:
                 print(f"{method:12s} {batch:5d} {s['tokens_per_s']:10.1f} {acc} {s['compile_s']:9.1f} "
                       f"{r['quality'][method]:18.3f}")
     primary = results[datasets[0]]
+    own = own_costs({role: getattr(args, f"{datasets[0]}_{role}") for role in ROLES}, batches, args.k, args.repeats)
+    if own:
+        print(f"\n{datasets[0]}'s own models: ms per forward pass, and the speed-up over plain that these costs and "
+              "the measured tokens per pass give (against the measured one above)")
+        for batch in batches:
+            c = own[batch]
+            up = projected(c, primary["speed"][batch], args.k, primary["steps"], primary["seq_len"])
+            print(f"batch {batch:3d}: " + " ".join(f"{key} {1e3 * v:.3f}" for key, v in c.items()) + " | speed-up "
+                  + " ".join(f"{key} {v:.2f}x" for key, v in up.items()))
+            c["projected_speedup"] = up
+        primary["own_costs"] = own
     if args.gpt_b:
         costs = gpt_b_costs(batches, args.k, primary["medusa_heads"] or 4, args.repeats)
         print(f"\nGPT-B shape (random weights, 256 tokens): ms per forward pass, and the speed-up over plain that "
@@ -280,7 +321,8 @@ def main() -> None:
         "medusa_tokens_per_pass": get("medusa", "tokens_per_pass"),
         "speculative_acceptance_b32": b32["speculative"]["acceptance"] if "speculative" in b32 else None,
         **{f"{m}_quality": q for m, q in primary["quality"].items()},
-        "k": args.k, "maskgit_steps": primary["steps"], "medusa_heads": primary["medusa_heads"], "results": results,
+        "k": args.k, "cpu_cores": len(used), "maskgit_steps": primary["steps"], "medusa_heads": primary["medusa_heads"],
+        "results": results,
     }
     print(json.dumps(summary))
 

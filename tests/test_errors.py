@@ -84,6 +84,7 @@ def test_at_least_twenty_cases():
     (["train.py", "--workdir", "w", "--config", "configs/none.py"], "does not exist"),
     (["sample.py", "--workdir", "/nonexistent", "--out", "x.png"], "not an ar_jax workdir"),
     (["sample.py", "--workdir", "w", "--out", "x.gif"], "must end in .png or .npz"),
+    (["sample.py", "--workdir", "w", "--out", "x.png", "--cpu_cores", "0"], "--cpu_cores='0' must be auto, all or"),
 ])
 def test_scripts_report_bad_arguments(argv, match, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / argv[0]), *argv[1:]], cwd=ROOT, capture_output=True, text=True,

@@ -17,7 +17,14 @@ def main(argv: list[str] | None = None) -> None:
                              "from other machines")
     parser.add_argument("--max_batch", type=int, default=16, help="the most images (or captions) one request makes")
     parser.add_argument("--draft_workdir", default=None, help="a smaller run to draft for speculative decoding")
+    from ar_jax.cli import add_cores_flag, choose_cores
+
+    add_cores_flag(parser)
     args = parser.parse_args(argv)
+    try:
+        choose_cores(args.cpu_cores, args.workdir, args.max_batch)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local demo
     try:
         from ar_jax.demo.page import build
