@@ -133,8 +133,7 @@ def sample_main(argv: list[str] | None = None) -> None:
         parser.error(f"--out={args.out!r} must end in .png or .npz")
     if not args.workdir and not args.llamagen_gpt:
         parser.error("pass --workdir (a trained run) or --llamagen_gpt (a LlamaGen checkpoint)")
-    choose_cores(args.cpu_cores, args.workdir if not args.llamagen_gpt else None,
-                 len(args.caption) if args.caption is not None else args.batch_size)
+    choose_cores(args.cpu_cores, args.workdir if not args.llamagen_gpt else None, _images_per_call(args))
     if args.llamagen_gpt:
         return _sample_llamagen(args)
     pipe = load(args.workdir, weights=args.weights)
@@ -172,6 +171,24 @@ def sample_main(argv: list[str] | None = None) -> None:
     else:
         save_grid(images, rows=len(rows), path=args.out)
     print(f"wrote {len(images)} samples to {args.out}")
+
+
+def _images_per_call(args: argparse.Namespace) -> int:
+    """How many images (or captions) one sampling call of sample.py will make, from the flags and the run's saved
+    config alone (read before JAX starts, to choose the CPU cores)."""
+    import json
+    from pathlib import Path
+
+    if args.caption is not None:
+        return len(args.caption)
+    try:
+        config = json.loads(Path(args.workdir or "", "config.json").read_text())
+    except (OSError, ValueError):
+        return args.batch_size
+    per_class = args.per_class or int(config.get("samples_per_class", 1) or 1)
+    rows = (len(args.prompt) if args.prompt else len(args.labels.split(",")) if args.labels
+            else max(int(config.get("data", {}).get("num_classes", 1) or 1), 1))
+    return max(1, min(args.batch_size, rows * per_class))
 
 
 def _print_captions(pipe: object, paths: list[str], seed: int) -> None:
