@@ -2,8 +2,8 @@
 
 XLA:CPU runs a program's independent kernels on a thread pool as large as the cores the process may use when the
 client starts, and that size never changes. A small model's decoding loop is thousands of tiny kernels a second, and
-handing them between cores costs more than running them: on a 2-core VM the scenes text-to-image run samples several
-times faster on one core, while a GPT-B-sized model is slower on one (`benchmarks/cpu_cores.py`,
+handing them between cores costs more than running them: on a 2-core VM the scenes text-to-image model decodes
+several times faster on one core at small batches, while GPT-B is slower on one (`benchmarks/cpu_cores.py`,
 `docs/performance.md`). So the entry points (`sample.py`, the demo, the benchmarks) choose, from the model's size and
 batch (`auto_cores`), before anything is computed; from Python, call `use_cores` first.
 """
@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 
-# One core when a decoding step's work (parameters x rows it runs) is below this; measured in benchmarks/cpu_cores.py.
-ONE_CORE_WORK = 2e8
+ONE_CORE_WORK = 1e8  # one core below this work a decoding step (parameters x rows): where benchmarks/cpu_cores.py ties
 
 
 def allowed() -> list[int]:
