@@ -43,7 +43,7 @@ def train_main(argv: list[str] | None = None) -> None:
 
 
 def add_cores_flag(parser: argparse.ArgumentParser) -> None:
-    """`--cpu_cores`: how many CPU cores XLA:CPU runs on (ar_jax.backends.cpu.cores)."""
+    """`--cpu_cores`: how many CPU cores XLA:CPU runs on (`ar_jax.backends.choose_cpu_cores`)."""
     parser.add_argument("--cpu_cores", default="auto",
                         help="CPU cores to decode on: auto (one for a small model and batch, where handing tiny "
                              "kernels between cores costs more than they do; else all), all, or a number")
@@ -51,15 +51,11 @@ def add_cores_flag(parser: argparse.ArgumentParser) -> None:
 
 def choose_cores(flag: str, workdir: str | None, batch: int) -> list[int]:
     """Apply `--cpu_cores` before JAX starts: "auto" sizes a decoding step of the run in `workdir` at `batch` images
-    (parameters x rows, CFG doubling them) against `cores.ONE_CORE_WORK`; a run that is not a transformer, or
-    no run, keeps every core. Returns the cores used."""
-    from ar_jax.backends.cpu import cores
+    (parameters x rows, CFG doubling them); a run that is not a transformer, or no run, keeps every core. Returns the
+    cores used."""
+    from ar_jax import backends
 
-    n = cores.parse(flag)
-    if n == "auto":
-        params = estimated_params(workdir) if workdir else None
-        n = "all" if params is None else cores.auto_cores(params, 2 * batch)
-    return cores.use_cores(n)
+    return backends.choose_cpu_cores(flag, estimated_params(workdir) if workdir else None, 2 * batch)
 
 
 def estimated_params(workdir: str) -> int | None:

@@ -22,8 +22,8 @@ from ar_jax.backends.xla import Backend, Prepared
 
 XLA = Backend()  # the reference
 ATTENTION = ("xla", "cudnn", "splash")  # every training/prefill attention choice (`config.backend.attention`)
-__all__ = ["ATTENTION", "XLA", "Backend", "Prepared", "for_arrays", "for_devices", "for_mesh", "for_platform", "jit",
-           "prepare"]
+__all__ = ["ATTENTION", "XLA", "Backend", "Prepared", "choose_cpu_cores", "for_arrays", "for_devices", "for_mesh",
+           "for_platform", "jit", "prepare", "use_cpu_cores"]
 
 
 def for_platform(platform: str, attention: str = "xla", *, native: bool = False, **kw: Any) -> Backend:
@@ -119,3 +119,22 @@ def jit(fun: Callable | None = None, *, kind: str = "conv", **jit_kwargs: Any) -
         return compiled[key](*args, **kwargs)
 
     return call
+
+
+def use_cpu_cores(n: int | str) -> list[int]:
+    """Run this process on `n` of its CPU cores ("all": every one), before JAX's first computation
+    (`ar_jax.backends.cpu.cores`: small models decode several times faster on one core)."""
+    from ar_jax.backends.cpu import cores
+
+    return cores.use_cores(n)
+
+
+def choose_cpu_cores(flag: str, params: int | None, rows: int) -> list[int]:
+    """A `--cpu_cores` flag ("auto", "all" or a count) applied before JAX starts; "auto" sizes a decoding step of
+    `params` parameters (None: unknown, every core) over `rows` rows against `cores.ONE_CORE_WORK`."""
+    from ar_jax.backends.cpu import cores
+
+    n = cores.parse(flag)
+    if n == "auto":
+        n = "all" if params is None else cores.auto_cores(params, rows)
+    return cores.use_cores(n)
