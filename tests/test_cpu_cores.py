@@ -87,5 +87,10 @@ def test_estimated_params_from_a_saved_config(tmp_path, model):
     medusa.mkdir()
     (medusa / "config.json").write_text(json.dumps({"kind": "medusa", "base_workdir": str(tmp_path)}))
     assert estimated_params(str(medusa)) == estimated_params(str(tmp_path))
+    float(jax.numpy.ones(2).sum())  # JAX has started in this process: "auto" keeps the cores, a count is refused
+    assert choose_cores("auto", str(tmp_path), 1) == cores.allowed()
+    if len(cores.allowed()) > 1:
+        with pytest.raises(ValueError, match="already started"):
+            choose_cores("1", str(tmp_path), 1)
     (tmp_path / "config.json").write_text(json.dumps({"model": {"family": "pixelcnn"}}))
     assert estimated_params(str(tmp_path)) is None

@@ -131,10 +131,13 @@ def use_cpu_cores(n: int | str) -> list[int]:
 
 def choose_cpu_cores(flag: str, params: int | None, rows: int) -> list[int]:
     """A `--cpu_cores` flag ("auto", "all" or a count) applied before JAX starts; "auto" sizes a decoding step of
-    `params` parameters (None: unknown, every core) over `rows` rows against `cores.ONE_CORE_WORK`."""
+    `params` parameters (None: unknown, every core) over `rows` rows against `cores.ONE_CORE_WORK`, and changes
+    nothing once JAX has started (a script's main called from Python), where a count is refused."""
     from ar_jax.backends.cpu import cores
 
     n = cores.parse(flag)
     if n == "auto":
-        n = "all" if params is None else cores.auto_cores(params, rows)
+        if params is None or cores.backends_started():
+            return cores.allowed()
+        n = cores.auto_cores(params, rows)
     return cores.use_cores(n)
