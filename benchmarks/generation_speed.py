@@ -33,10 +33,10 @@ for the primary dataset's own run, draft and heads (its rows doubled by CFG, as 
 GPT-B-shaped model (--gpt_b: 256 tokens, vocabulary 16384, a GPT-B/4 draft), each with the speed-up over plain that
 these costs and the measured tokens per pass give (`tokens per pass x plain pass / method pass`; MaskGIT: `tokens
 plain passes / steps full passes`): on the own run it explains the measured speed, on GPT-B it projects it.
---cpu_cores (default 1) is chosen before anything runs (`ar_jax.backends.cpu.cores`): these small runs decode
-several times faster on one core of this 2-core machine than on both. Prints a table, then one JSON line: the
-primary row (the first dataset at the first batch) at the top level, `speculative_acceptance_b32` from the same
-dataset at batch 32, every figure under `results`.
+--cpu_cores (default 1; all; a number) is applied before anything runs (`ar_jax.backends.choose_cpu_cores`): these
+small runs decode several times faster on one core of this 2-core machine than on both. Prints a table, then one JSON
+line: the primary row (the first dataset at the first batch) at the top level, `speculative_acceptance_b32` from the
+same dataset at batch 32, every figure under `results`.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from digits_quality import digit_classifier
 from speed import timed
 
 import ar_jax
-from ar_jax.backends.cpu import cores as cpu_cores
+from ar_jax import backends
 from ar_jax.data.shapes import classify, shape_classifier
 from ar_jax.data.sources import get_dataset
 from ar_jax.decode import medusa, speculative
@@ -237,7 +237,7 @@ def own_costs(workdirs: dict, batches: list[int], k: int, repeats: int) -> dict 
 
 
 def projected(costs: dict, speed: dict, k: int, steps: int | None, T: int = 256) -> dict:
-    """Speed-up over plain decoding on GPT-B from its pass costs and the measured tokens per pass."""
+    """Speed-up over plain decoding from a model's pass costs and the measured tokens per pass."""
     out = {}
     if "medusa" in speed:
         out["medusa"] = speed["medusa"]["tokens_per_pass"] * costs["plain"] / (costs["verify_heads"] + costs["heads"])
@@ -266,7 +266,7 @@ def main() -> None:
         for role, default in zip(ROLES, defaults):
             parser.add_argument(f"--{name}_{role}", default=f"runs/{default}")
     args = parser.parse_args()
-    used = cpu_cores.use_cores(cpu_cores.parse(args.cpu_cores))  # first: XLA:CPU sizes its thread pool once
+    used = backends.choose_cpu_cores(args.cpu_cores, None, 1)  # first: XLA:CPU sizes its thread pool once
     datasets = [d for d in args.datasets.split(",") if d]
     if not datasets or set(datasets) - set(RUNS):
         raise ValueError(f"--datasets={args.datasets!r} must list some of {', '.join(RUNS)}.")
