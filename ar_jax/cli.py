@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -61,23 +62,30 @@ def choose_cores(flag: str, workdir: str | None, batch: int) -> list[int]:
 def estimated_params(workdir: str) -> int | None:
     """About how many parameters a decoding step of the transformer run in `workdir` reads (from its saved config
     alone, so nothing is computed before the cores are chosen); None for other families or unreadable configs."""
-    import json
-    from pathlib import Path
-
+    config = _saved_config(workdir)
+    if config is not None and config.get("kind") == "medusa":
+        config = _saved_config(config.get("base_workdir", ""))
     try:
-        config = json.loads(Path(workdir, "config.json").read_text())
-        if config.get("kind") == "medusa":
-            config = json.loads(Path(config["base_workdir"], "config.json").read_text())
-        m = config["model"]
+        m = config.model
         if m.get("family", "transformer") not in ("transformer", "maskgit"):
             return None
-        dim, layers, heads = int(m["dim"]), int(m["num_layers"]), int(m["num_heads"])
+        dim, layers, heads = int(m.dim), int(m.num_layers), int(m.num_heads)
         kv = dim * int(m.get("num_kv_heads") or heads) // heads
         hidden = int(m.get("mlp_dim") or 8 * dim // 3)
         vocab = int(config.get("tokenizer", {}).get("codebook_size") or 256)
-    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+    except (AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
     return layers * (2 * dim * dim + 2 * dim * kv + 3 * dim * hidden) + vocab * dim
+
+
+def _saved_config(workdir: str | None) -> Any:
+    """The config saved in `workdir` (`ar_jax.config.read_config`), or None where there is none."""
+    from ar_jax.config import read_config
+
+    try:
+        return read_config(workdir or "")
+    except (ValueError, OSError):
+        return None
 
 
 @_friendly
@@ -172,14 +180,10 @@ def sample_main(argv: list[str] | None = None) -> None:
 def _images_per_call(args: argparse.Namespace) -> int:
     """How many images (or captions) one sampling call of sample.py will make, from the flags and the run's saved
     config alone (read before JAX starts, to choose the CPU cores)."""
-    import json
-    from pathlib import Path
-
     if args.caption is not None:
         return len(args.caption)
-    try:
-        config = json.loads(Path(args.workdir or "", "config.json").read_text())
-    except (OSError, ValueError):
+    config = _saved_config(args.workdir)
+    if config is None:
         return args.batch_size
     per_class = args.per_class or int(config.get("samples_per_class", 1) or 1)
     rows = (len(args.prompt) if args.prompt else len(args.labels.split(",")) if args.labels
